@@ -1,0 +1,90 @@
+"""Measurements behind the choices the paper leaves open, on the 431 consistent-split training images only.
+
+1. Centred or uncentred covariance (Eq. 2), and Q for step 2: how much of the ground-truth offsets of the first
+   stage of each step the first Q components reconstruct (residual RMS in resized pixels).
+2. Crop orientation of step 1: "80x192 resized to 48x80" read as width x height or height x width. One stage
+   is trained briefly on the first 381 images (mirrors included) and scored on images 382-431.
+
+Run: python benchmarks/design_choices.py ../shared/aasce [--epochs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from spinecascade.io.dataset import AasceDataset
+from spinecascade.method.cascade import Cascade, CascadeConfig, StepConfig
+from spinecascade.method.samples import load_prepared, with_flips
+from spinecascade.method.training import TrainConfig, _Trainer, fit_mean_shapes
+
+
+def pca_residuals(offsets: np.ndarray, max_q: int) -> dict:
+    x = offsets.reshape(len(offsets), -1)
+    out = {}
+    for centred in (False, True):
+        mean = x.mean(axis=0) if centred else 0.0
+        _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+        for q in range(1, max_q + 1):
+            w = vt[:q]
+            rec = (x - mean) @ w.T @ w + mean
+            out[f"{'centred' if centred else 'uncentred'} Q={q}"] = float(np.sqrt(np.mean((x - rec) ** 2)))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("data", type=Path)
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    torch.manual_seed(0)
+    samples = AasceDataset(args.data).split("consistent-train")
+    config = CascadeConfig()
+    images = [load_prepared(s.name, s.image_path, s.landmarks, config.preprocess) for s in tqdm(samples, "load")]
+    train_imgs, val_imgs = with_flips(images[:381]), images[381:]
+
+    cascade = Cascade(config)
+    fit_mean_shapes(cascade, train_imgs)
+    lm = np.stack([i.landmarks for i in train_imgs])
+    sizes = torch.tensor([i.size for i in train_imgs], dtype=torch.float32)
+    s0 = cascade.initial_centres(sizes).numpy()
+    centres = lm.mean(axis=2)
+    corner_offsets = lm - (centres[:, :, None] + cascade.mean_corner_offsets.numpy()[None])
+    report = {
+        "step1_offsets_rms_px": float(np.sqrt(np.mean((centres - s0) ** 2))),
+        "step1_pca_residual_rms_px": pca_residuals(centres - s0, 10),
+        "step2_offsets_rms_px": float(np.sqrt(np.mean(corner_offsets**2))),
+        "step2_pca_residual_rms_px": pca_residuals(corner_offsets.reshape(-1, 8), 8),
+    }
+    print(json.dumps(report, indent=1))
+
+    val_lm = np.stack([i.landmarks for i in val_imgs]).mean(axis=2)
+    for label, crop, patch in (("width x height", (192, 80), (80, 48)), ("height x width", (80, 192), (48, 80))):
+        cfg = CascadeConfig(centre=StepConfig(crop, patch, 8, 2))
+        torch.manual_seed(0)
+        cas = Cascade(cfg)
+        fit_mean_shapes(cas, train_imgs)
+        trainer = _Trainer(cas, train_imgs, TrainConfig(epochs=args.epochs, batch_images=4), torch.device("cpu"),
+                           Path("/nonexistent/none"), "", True, None, None)
+        trainer.rank = 1  # no checkpoints for this throw-away measurement
+        start = trainer._initial_points("centre", None)
+        trainer._fit_stage(0, "centre", 0, cas.centre_stages[0], start, True, None, 0)
+        val = _Trainer(cas, val_imgs, trainer.train, torch.device("cpu"), Path("/nonexistent/none"), "", False,
+                       None, None)
+        vstart = val._initial_points("centre", None)
+        vpred = val.run_stage(cas.centre_stages[0], vstart, "centre")
+        vs = np.array([i.size for i in val_imgs], float)[:, None]
+        before = float(np.mean(np.sum(((vstart[:, 0] - val_lm) / vs) ** 2, axis=-1)))
+        after = float(np.mean(np.sum(((vpred[:, 0] - val_lm) / vs) ** 2, axis=-1)))
+        print(f"crop {crop} -> patch {patch} ({label}): held-out centre MSE {before:.3e} -> {after:.3e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The `spinecascade` command line."""

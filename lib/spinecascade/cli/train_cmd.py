@@ -1,0 +1,67 @@
+"""`spinecascade train`: train the cascade on an AASCE-layout dataset (resumable; torchrun for several workers)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from spinecascade.cli.options import SPLIT_CHOICES, dataset_split
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the two-step cascade on an AASCE-layout dataset",
+                       description="Train the cascade. Killed and started again with the same arguments, it "
+                       "resumes from its last checkpoint (OUT.checkpoint). Under `torchrun --nproc_per_node=N` "
+                       "it trains data-parallel.")
+    p.add_argument("--data", type=Path, required=True, help="AASCE-layout folder (data/<folder>, labels/<folder>)")
+    p.add_argument("--folder", default="training", help="sub-folder of data/ and labels/ (default: training)")
+    p.add_argument("--split", choices=SPLIT_CHOICES, default="consistent",
+                   help="consistent: the first 431 images; all: every image (default: consistent)")
+    p.add_argument("--out", type=Path, required=True, help="model file to write (.safetensors)")
+    p.add_argument("--epochs", type=int, default=8, help="epochs per stage (paper: 8)")
+    p.add_argument("--corner-epochs", type=int, default=None, help="epochs per step-2 stage (default: --epochs)")
+    p.add_argument("--batch-images", type=int, default=8, help="images per batch (default: 8)")
+    p.add_argument("--learning-rate", type=float, default=5e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-pca", action="store_true", help="regress raw offsets (the ablation without shape constraint)")
+    p.add_argument("--finetune", type=Path, default=None, help="start from this model instead of from scratch")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
+    p.add_argument("--keep-bad-labels", action="store_true",
+                   help="train on labels the checker rejects instead of repairing or excluding them")
+
+
+def run(args: argparse.Namespace) -> int:
+    from spinecascade.method.model_file import load_model, save_model
+    from spinecascade.method.training import TrainConfig, init_distributed, train_cascade
+    from spinecascade.method.workflow import cascade_config, load_training_images
+
+    rank, world = init_distributed()
+    samples = dataset_split(args.data, args.folder, args.split)
+    base = load_model(args.finetune)[0] if args.finetune else None
+    config = base.config if base is not None else cascade_config(use_pca=not args.no_pca)
+    images, cleaning = load_training_images(samples, config.preprocess, clean=not args.keep_bad_labels,
+                                            progress=rank == 0)
+    train = TrainConfig(epochs=args.epochs, corner_epochs=args.corner_epochs, learning_rate=args.learning_rate,
+                        batch_images=args.batch_images, seed=args.seed)
+    checkpoint = args.out.with_name(args.out.name + ".checkpoint")
+    start = time.time()
+    cascade, history = train_cascade(images, checkpoint, config, train, base=base, device=args.device)
+    if rank == 0:
+        info = {
+            "name": args.out.stem,
+            "trained": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "data": {"root": str(args.data), "folder": args.folder, "split": args.split,
+                     "n_images": len(images) // 2, "flip_augmented": True,
+                     "repaired": cleaning.repaired, "excluded": cleaning.excluded},
+            "train": {**train.__dict__, "workers": world, "seconds": round(time.time() - start, 1),
+                      "finetuned_from": str(args.finetune) if args.finetune else None},
+            "history": history,
+        }
+        save_model(args.out, cascade, info)
+        checkpoint.unlink(missing_ok=True)
+        print(f"wrote {args.out} ({len(images) // 2} images, {time.time() - start:.0f} s)")
+    return 0

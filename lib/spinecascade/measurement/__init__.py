@@ -1,0 +1,1 @@
+"""Measurements on landmark arrays: Cobb angles, error metrics and label plausibility checks."""

@@ -1,0 +1,1 @@
+"""The method: the shape-constrained two-step cascade (model, training, prediction)."""

@@ -1,0 +1,129 @@
+"""The two-step cascade: 17 vertebra centres in 3 stages, then 4 corners per vertebra in 3 stages.
+
+Every stage crops patches around the current points, encodes each patch with its own truncated MobileNetV2,
+concatenates the codes of one shape, regresses a few PCA coefficients with one linear layer and moves the
+points by the decoded offset. All coordinates here are pixels of the pre-processed (resized) image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from spinecascade.landmarks import N_CORNERS, N_VERTEBRAE
+from spinecascade.method.crops import crop_patches
+from spinecascade.method.encoder import TruncatedMobileNetV2
+from spinecascade.method.preprocessing import PreprocessConfig
+from spinecascade.method.shape_model import ShapeModel
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    crop_size: tuple[int, int]  # (width, height) of the window cut around a point, resized-image pixels
+    patch_size: tuple[int, int]  # (width, height) the window is resampled to for the encoder
+    n_components: int | None  # Q; None regresses raw offsets (no shape constraint)
+    source_downsample: int = 1  # crop from an image average-pooled by this factor (anti-aliasing)
+
+
+@dataclass(frozen=True)
+class CascadeConfig:
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    centre: StepConfig = field(default_factory=lambda: StepConfig((192, 80), (80, 48), 8, 2))
+    corner: StepConfig = field(default_factory=lambda: StepConfig((48, 48), (48, 48), 6, 1))
+    n_stages: int = 3
+    centred_pca: bool = True
+    feature_dim: int = 64
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CascadeConfig:
+        def step(s: dict) -> StepConfig:
+            return StepConfig(tuple(s["crop_size"]), tuple(s["patch_size"]), s["n_components"],
+                              s.get("source_downsample", 1))
+
+        return cls(PreprocessConfig(**d["preprocess"]), step(d["centre"]), step(d["corner"]), d["n_stages"],
+                   d["centred_pca"], d["feature_dim"])
+
+
+def normalise_pixels(images_u8: Tensor) -> Tensor:
+    """uint8 images to the network's input range."""
+    return (images_u8.float() / 255.0 - 0.5) / 0.25
+
+
+class Stage(nn.Module):
+    """One cascade stage: shared encoder over the crops of a shape, linear regression of Q coefficients."""
+
+    def __init__(self, step: StepConfig, n_points: int, feature_dim: int) -> None:
+        super().__init__()
+        self.step = step
+        self.n_points = n_points
+        self.shape_model = ShapeModel(n_points * 2, step.n_components)
+        self.encoder = TruncatedMobileNetV2(1, feature_dim)
+        self.head = nn.Linear(n_points * feature_dim, self.shape_model.n_components)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def coefficients(self, source: Tensor, points: Tensor) -> Tensor:
+        """source: (B, 1, H, W) already downsampled by step.source_downsample; points: (B, S, n_points, 2)."""
+        b, s = points.shape[:2]
+        d = self.step.source_downsample
+        crop = (self.step.crop_size[0] / d, self.step.crop_size[1] / d)
+        flat = (points.reshape(b, s * self.n_points, 2) + 0.5) / d - 0.5
+        patches = crop_patches(source, flat, crop, self.step.patch_size)
+        codes = self.encoder(patches.contiguous(memory_format=torch.channels_last))
+        return self.head(codes.view(b * s, self.n_points * codes.shape[1]))
+
+    def forward(self, source: Tensor, points: Tensor) -> Tensor:
+        """Updated points, same shape as `points`."""
+        offsets = self.shape_model.decode(self.coefficients(source, points))
+        return points + offsets.view(points.shape)
+
+
+def downsample(images: Tensor, factor: int) -> Tensor:
+    return images if factor == 1 else F.avg_pool2d(images, factor)
+
+
+class Cascade(nn.Module):
+    def __init__(self, config: CascadeConfig) -> None:
+        super().__init__()
+        self.config = config
+        n = config.n_stages
+        self.centre_stages = nn.ModuleList(Stage(config.centre, N_VERTEBRAE, config.feature_dim) for _ in range(n))
+        self.corner_stages = nn.ModuleList(Stage(config.corner, N_CORNERS, config.feature_dim) for _ in range(n))
+        # Mean normalised centres (Eq. 7) and mean corner offsets from the centre, per vertebra.
+        self.register_buffer("mean_centres", torch.zeros(N_VERTEBRAE, 2))
+        self.register_buffer("mean_corner_offsets", torch.zeros(N_VERTEBRAE, N_CORNERS, 2))
+        # Depthwise convolutions run about twice as fast on the CPU in channels-last layout.
+        self.to(memory_format=torch.channels_last)
+
+    def initial_centres(self, sizes: Tensor) -> Tensor:
+        """S^0 of Eq. 8: the mean normalised shape scaled to each image; sizes (B, 2) = (width, height)."""
+        return self.mean_centres[None] * sizes[:, None, :]
+
+    def initial_corners(self, centres: Tensor) -> Tensor:
+        """Step-2 start: the mean corner layout placed at each centre; (B, 17, 4, 2)."""
+        return centres[:, :, None, :] + self.mean_corner_offsets[None]
+
+    def forward(self, images: Tensor, sizes: Tensor) -> tuple[Tensor, Tensor]:
+        """Corners (B, 17, 4, 2) and centres (B, 17, 2) for normalised images (B, 1, H, W)."""
+        centres = self.run_centres(images, sizes)
+        return self.run_corners(images, centres), centres
+
+    def run_centres(self, images: Tensor, sizes: Tensor, stages: int | None = None) -> Tensor:
+        source = downsample(images, self.config.centre.source_downsample)
+        points = self.initial_centres(sizes)[:, None]
+        for stage in self.centre_stages[:stages]:
+            points = stage(source, points)
+        return points[:, 0]
+
+    def run_corners(self, images: Tensor, centres: Tensor, stages: int | None = None) -> Tensor:
+        source = downsample(images, self.config.corner.source_downsample)
+        points = self.initial_corners(centres)
+        for stage in self.corner_stages[:stages]:
+            points = stage(source, points)
+        return points

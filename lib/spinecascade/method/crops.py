@@ -1,0 +1,28 @@
+"""Batched crops around points: one grid_sample call for every crop of every image in a batch."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def crop_patches(images: Tensor, points: Tensor, crop_size: tuple[int, int], patch_size: tuple[int, int]) -> Tensor:
+    """Sample a crop_size (width, height) window centred on each point, resampled to patch_size (width, height).
+
+    images: (B, C, H, W); points: (B, K, 2) pixel (x, y) in that image. Returns (B * K, C, ph, pw), the crops of
+    image 0 first. Outside the image the crops are zero.
+    """
+    b, c, h, w = images.shape
+    k = points.shape[1]
+    pw, ph = patch_size
+    cw, ch = crop_size
+    # Sample positions at the centres of the output pixels, spread over the crop window.
+    xs = (torch.arange(pw, dtype=images.dtype, device=images.device) + 0.5) * (cw / pw) - cw / 2
+    ys = (torch.arange(ph, dtype=images.dtype, device=images.device) + 0.5) * (ch / ph) - ch / 2
+    gx = (points[..., 0, None, None] + xs.view(1, 1, 1, pw)).expand(b, k, ph, pw)
+    gy = (points[..., 1, None, None] + ys.view(1, 1, ph, 1)).expand(b, k, ph, pw)
+    # align_corners=False: normalised -1 and 1 are the outer edges of the border pixels.
+    grid = torch.stack([(2 * gx + 1) / w - 1, (2 * gy + 1) / h - 1], dim=-1).reshape(b, k * ph, pw, 2)
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.view(b, c, k, ph, pw).transpose(1, 2).reshape(b * k, c, ph, pw)

@@ -1,0 +1,70 @@
+"""The truncated MobileNetV2 of the cascade paper's Table I: 1.83 M parameters, one 64-d vector per crop."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+# (expansion t, output channels c, repeats n, first stride s), as in Table I.
+INVERTED_RESIDUAL_SETTING = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+
+
+def conv_bn_relu(in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU6(inplace=True),
+    )
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, stride: int, expansion: int) -> None:
+        super().__init__()
+        hidden = in_ch * expansion
+        layers: list[nn.Module] = []
+        if expansion != 1:
+            layers.append(conv_bn_relu(in_ch, hidden, 1))
+        layers += [
+            conv_bn_relu(hidden, hidden, 3, stride, groups=hidden),
+            nn.Conv2d(hidden, out_ch, 1, bias=False),
+            nn.BatchNorm2d(out_ch),
+        ]
+        self.block = nn.Sequential(*layers)
+        self.use_residual = stride == 1 and in_ch == out_ch
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.block(x) if self.use_residual else self.block(x)
+
+
+class TruncatedMobileNetV2(nn.Module):
+    """MobileNetV2 up to the 320-channel block, then a 1x1 projection to `out_dim` and global pooling."""
+
+    def __init__(self, in_channels: int = 1, out_dim: int = 64) -> None:
+        super().__init__()
+        # Table I opens with a 1x1 stride-2 convolution; that is what gives exactly 1,831,488 parameters.
+        layers: list[nn.Module] = [conv_bn_relu(in_channels, 32, 1, 2)]
+        channels = 32
+        for t, c, n, s in INVERTED_RESIDUAL_SETTING:
+            for i in range(n):
+                layers.append(InvertedResidual(channels, c, s if i == 0 else 1, t))
+                channels = c
+        layers.append(conv_bn_relu(channels, out_dim, 1))
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.out_dim = out_dim
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(self.features(x)).flatten(1)

@@ -1,0 +1,142 @@
+"""Prediction with a loaded cascade: 68 corners, centres, Cobb angles and a mirror-based uncertainty.
+
+Each image is predicted together with its mirror (one batch); the mirror's answer is mapped back and the two are
+averaged. Their disagreement, in original pixels, is the uncertainty: large where the network is unsure, e.g.
+where ribs or low contrast hide an endplate. The active-learning strategy ranks images by it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spinecascade.io.images import Radiograph, load_image
+from spinecascade.io.labels import LandmarkLabel
+from spinecascade.landmarks import N_POINTS, VERTEBRAE, as_landmarks, centres, flip_horizontal
+from spinecascade.measurement.cobb import CobbResult, cobb_angles
+from spinecascade.method.cascade import Cascade, normalise_pixels
+from spinecascade.method.model_file import load_model, read_metadata
+from spinecascade.method.preprocessing import Resized, preprocess
+from spinecascade.method.samples import pad_batch
+
+log = logging.getLogger(__name__)
+
+SHIPPED_MODEL = Path(__file__).resolve().parents[3] / "apps" / "scoliosis" / "model" / "spinecascade.safetensors"
+
+
+def default_model_path() -> Path:
+    """$SPINECASCADE_MODEL, else the model shipped with the MONAI Label app."""
+    return Path(os.environ.get("SPINECASCADE_MODEL", SHIPPED_MODEL))
+
+
+@dataclass
+class Prediction:
+    landmarks: np.ndarray  # (17, 4, 2) original pixels
+    centres: np.ndarray  # (17, 2)
+    cobb: CobbResult
+    uncertainty: np.ndarray  # (68,) pixels
+    width: int
+    height: int
+    source: str = ""
+    model: dict = field(default_factory=dict)
+    timings_ms: dict = field(default_factory=dict)
+
+    @property
+    def image_uncertainty(self) -> float:
+        return float(self.uncertainty.mean())
+
+    def to_label(self, image_name: str | None = None, spacing_mm: tuple[float, float] | None = None) -> LandmarkLabel:
+        """Our JSON label, with centres, angles, uncertainty, model and timings as extra keys."""
+        extra = {
+            "centres": [{"vertebra": v, "x": float(x), "y": float(y)}
+                        for v, (x, y) in zip(VERTEBRAE, self.centres)],
+            "cobb": self.cobb.as_dict(),
+            "uncertainty": {"unit": "pixel", "per_landmark": [float(u) for u in self.uncertainty],
+                            "image": self.image_uncertainty},
+            "model": self.model,
+            "timings_ms": self.timings_ms,
+        }
+        return LandmarkLabel(self.landmarks, self.width, self.height, image_name or self.source or None,
+                             spacing_mm, extra)
+
+
+class Predictor:
+    """Loads a model once; predicts single images or batches on the CPU or a GPU."""
+
+    def __init__(self, model: str | Path | Cascade | None = None, device: str | None = None,
+                 mirror: bool = True) -> None:
+        if isinstance(model, Cascade):
+            self.cascade, self.info, self.version = model, {}, "in-memory"
+        else:
+            path = Path(model) if model else default_model_path()
+            self.cascade, self.info = load_model(path)
+            self.version = read_metadata(path)["sha256"][:12]
+            log.info("loaded model %s (version %s)", path, self.version)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.cascade.to(self.device).eval()
+        self.mirror = mirror
+
+    @property
+    def model_description(self) -> dict:
+        return {"version": self.version, **{k: v for k, v in self.info.items() if k in ("name", "trained", "data")}}
+
+    def predict(self, image: Radiograph | str | Path) -> Prediction:
+        return self.predict_batch([image])[0]
+
+    def predict_batch(self, images: list[Radiograph | str | Path]) -> list[Prediction]:
+        t0 = time.perf_counter()
+        radiographs = [img if isinstance(img, Radiograph) else load_image(img) for img in images]
+        t1 = time.perf_counter()
+        resized = [preprocess(r.to_uint8(), self.cascade.config.preprocess) for r in radiographs]
+        batch = []
+        for r in resized:
+            batch.append(r.image)
+            if self.mirror:
+                batch.append(np.ascontiguousarray(r.image[:, ::-1]))
+        t2 = time.perf_counter()
+        corners = self._run(batch)
+        t3 = time.perf_counter()
+        per = 2 if self.mirror else 1
+        out = [self._finish(rad, res, corners[k * per : (k + 1) * per]) for k, (rad, res) in
+               enumerate(zip(radiographs, resized))]
+        t4 = time.perf_counter()
+        n = len(images)
+        timings = {"decode": (t1 - t0) * 1e3 / n, "preprocess": (t2 - t1) * 1e3 / n,
+                   "network": (t3 - t2) * 1e3 / n, "cobb": (t4 - t3) * 1e3 / n, "total": (t4 - t0) * 1e3 / n}
+        for p in out:
+            p.timings_ms = {k: round(v, 2) for k, v in timings.items()}
+        return out
+
+    @torch.inference_mode()
+    def _run(self, images: list[np.ndarray]) -> np.ndarray:
+        u8, sizes = pad_batch(images)
+        corners, _ = self.cascade(normalise_pixels(u8.to(self.device)), sizes.to(self.device))
+        return corners.double().cpu().numpy()
+
+    def _finish(self, radiograph: Radiograph, resized: Resized, corners: np.ndarray) -> Prediction:
+        width_r = resized.image.shape[1]
+        views = [resized.to_original(corners[0])]
+        if self.mirror:
+            views.append(resized.to_original(flip_horizontal(corners[1], width_r)))
+        stacked = np.stack(views)
+        landmarks = as_landmarks(stacked.mean(axis=0))
+        if self.mirror:
+            uncertainty = np.linalg.norm((stacked[0] - stacked[1]).reshape(N_POINTS, 2), axis=1)
+        else:
+            uncertainty = np.zeros(N_POINTS)
+        return Prediction(
+            landmarks=landmarks,
+            centres=centres(landmarks),
+            cobb=cobb_angles(landmarks, radiograph.height),
+            uncertainty=uncertainty,
+            width=radiograph.width,
+            height=radiograph.height,
+            source=radiograph.source,
+            model=self.model_description,
+        )

@@ -1,0 +1,309 @@
+"""Stage-wise training of the cascade (Algorithm 2 of the paper), resumable and data-parallel.
+
+Stages are trained one after another, each on the outputs of the previous one over the whole training set.
+After every epoch the complete training state is checkpointed atomically, so a killed run started again with
+the same arguments resumes and ends with the same weights. Under torchrun each process takes a share of every
+batch (DistributedDataParallel; gloo on CPU, NCCL on GPU) and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from spinecascade.io.atomic import atomic_path
+from spinecascade.landmarks import N_VERTEBRAE
+from spinecascade.measurement.metrics import normalised_mse
+from spinecascade.method.cascade import Cascade, CascadeConfig, Stage, downsample, normalise_pixels
+from spinecascade.method.samples import PreparedImage, pad_batch
+
+log = logging.getLogger(__name__)
+
+STEPS = ("centre", "corner")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 8
+    corner_epochs: int | None = None  # step 2 costs 4x step 1 per image; None trains it for `epochs` too
+    learning_rate: float = 5e-4
+    lr_decay: float = 0.5
+    smooth_l1_beta: float = 1e-3
+    batch_images: int = 8
+    seed: int = 0
+
+
+class TrainingStopped(Exception):
+    """Raised when `should_stop` asks a run to stop; the last checkpoint stays for a later resume."""
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    if dist.is_available() and dist.is_initialized() and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the torchrun process group when launched by torchrun; (rank, world size)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _phases(n_stages: int) -> list[tuple[str, int]]:
+    return [(step, i) for step in STEPS for i in range(n_stages)]
+
+
+def _fingerprint(images: list[PreparedImage], config: CascadeConfig, train: TrainConfig, base: str) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([config.as_dict(), train.__dict__, base], sort_keys=True, default=str).encode())
+    for img in images:
+        h.update(img.name.encode())
+        h.update(np.ascontiguousarray(img.landmarks, np.float64).tobytes())
+    return h.hexdigest()
+
+
+def _targets(images: list[PreparedImage], step: str) -> np.ndarray:
+    lm = np.stack([img.landmarks for img in images])
+    return lm.mean(axis=2)[:, None] if step == "centre" else lm
+
+
+def fit_mean_shapes(cascade: Cascade, images: list[PreparedImage]) -> None:
+    """Eq. 6-7: mean normalised centres; and the mean corner layout around each centre for step 2."""
+    lm = np.stack([img.landmarks for img in images])
+    sizes = np.array([img.size for img in images], np.float64)
+    centres = lm.mean(axis=2)
+    cascade.mean_centres.copy_(torch.from_numpy((centres / sizes[:, None]).mean(axis=0)).float())
+    cascade.mean_corner_offsets.copy_(torch.from_numpy((lm - centres[:, :, None]).mean(axis=0)).float())
+
+
+class _Trainer:
+    def __init__(self, cascade: Cascade, images: list[PreparedImage], train: TrainConfig, device: torch.device,
+                 checkpoint: Path, fingerprint: str, progress: bool,
+                 on_event: Callable[[dict], None] | None, should_stop: Callable[[], bool] | None) -> None:
+        self.cascade = cascade
+        self.images = images
+        self.train = train
+        self.device = device
+        self.checkpoint = checkpoint
+        self.fingerprint = fingerprint
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        self.progress = progress and self.rank == 0
+        self.on_event = on_event or (lambda event: None)
+        self.should_stop = should_stop or (lambda: False)
+        self.history: list[dict] = []
+
+    # Batches -----------------------------------------------------------------------------------------------
+    def _batch(self, idx: np.ndarray, step: str) -> tuple[torch.Tensor, torch.Tensor]:
+        u8, sizes = pad_batch([self.images[i].image for i in idx])
+        factor = getattr(self.cascade.config, step).source_downsample
+        return downsample(normalise_pixels(u8.to(self.device)), factor), sizes.to(self.device)
+
+    @torch.no_grad()
+    def run_stage(self, stage: Stage, points: np.ndarray, step: str, batch: int = 16) -> np.ndarray:
+        """The stage's output for every training image (eval mode)."""
+        stage.eval()
+        out = []
+        for start in range(0, len(points), batch):
+            idx = np.arange(start, min(start + batch, len(points)))
+            source, _ = self._batch(idx, step)
+            out.append(stage(source, torch.from_numpy(points[idx]).float().to(self.device)).cpu().numpy())
+        return np.concatenate(out).astype(np.float64)
+
+    # Checkpoints -------------------------------------------------------------------------------------------
+    def save(self, phase: int, epoch: int, points: np.ndarray, optimizer, scheduler) -> None:
+        if self.rank != 0:
+            return
+        state = {
+            "fingerprint": self.fingerprint,
+            "phase": phase,
+            "epoch": epoch,
+            "points": points,
+            "cascade": self.cascade.state_dict(),
+            "optimizer": optimizer.state_dict() if optimizer else None,
+            "scheduler": scheduler.state_dict() if scheduler else None,
+            "history": self.history,
+        }
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.checkpoint) as tmp:
+            torch.save(state, tmp)
+
+    def load(self) -> dict | None:
+        if not self.checkpoint.exists():
+            return None
+        state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
+        if state.get("fingerprint") != self.fingerprint:
+            log.warning("ignoring checkpoint %s: it was made with other data or settings", self.checkpoint)
+            return None
+        self.cascade.load_state_dict(state["cascade"])
+        self.history = state["history"]
+        log.info("resuming from %s (phase %d, epoch %d)", self.checkpoint, state["phase"] + 1, state["epoch"])
+        return state
+
+    # Training ----------------------------------------------------------------------------------------------
+    def _initial_points(self, step: str, centre_points: np.ndarray | None) -> np.ndarray:
+        with torch.no_grad():
+            if step == "centre":
+                sizes = torch.tensor([img.size for img in self.images], dtype=torch.float32)
+                return self.cascade.initial_centres(sizes.to(self.device))[:, None].cpu().double().numpy()
+            return self.cascade.initial_corners(torch.from_numpy(centre_points[:, 0]).float().to(self.device)
+                                                ).cpu().double().numpy()
+
+    def fit(self, fit_pca: bool) -> None:
+        n_stages = self.cascade.config.n_stages
+        phases = _phases(n_stages)
+        state = self.load()
+        start_phase, start_epoch = (state["phase"], state["epoch"]) if state else (0, 0)
+        points = state["points"] if state else self._initial_points("centre", None)
+        for p in range(start_phase, len(phases)):
+            step, index = phases[p]
+            if step == "corner" and points.shape[1:] == (1, N_VERTEBRAE, 2):
+                points = self._initial_points(step, points)
+            stage = (self.cascade.centre_stages if step == "centre" else self.cascade.corner_stages)[index]
+            resume = state if (state and p == start_phase) else None
+            points = self._fit_stage(p, step, index, stage, points, fit_pca, resume, start_epoch if resume else 0)
+
+    def _fit_stage(self, phase: int, step: str, index: int, stage: Stage, points: np.ndarray, fit_pca: bool,
+                   resume: dict | None, first_epoch: int) -> np.ndarray:
+        n_stages = self.cascade.config.n_stages
+        name = f"{step} stage {index + 1}/{n_stages}"
+        targets = _targets(self.images, step)
+        stage.to(self.device)
+        if fit_pca and first_epoch == 0:
+            offsets = (targets - points).reshape(len(points) * points.shape[1], -1)
+            explained = stage.shape_model.fit(offsets, self.cascade.config.centred_pca,
+                                              stage.step.n_components is not None)
+            q = stage.shape_model.n_components
+            log.info("%s: %d PCA components explain %.4f of the offset variance", name, q, explained[:q].sum())
+        target_coeffs = stage.shape_model.encode(
+            torch.from_numpy((targets - points).reshape(-1, points.shape[2] * 2)).float().to(self.device)
+        ).view(len(points), points.shape[1], -1)
+        optimizer = torch.optim.Adam(stage.parameters(), lr=self.train.learning_rate)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=self.train.lr_decay)
+        if resume and resume.get("optimizer") and first_epoch > 0:
+            optimizer.load_state_dict(resume["optimizer"])
+            scheduler.load_state_dict(resume["scheduler"])
+        model: torch.nn.Module = _Coefficients(stage)
+        if dist.is_initialized():
+            model = DistributedDataParallel(model)
+        epochs = self._epochs(step)
+        for epoch in range(first_epoch, epochs):
+            self._epoch(model, stage, optimizer, points, target_coeffs, step, phase, epoch, name, epochs)
+            scheduler.step()
+            _sync_buffers(stage)
+            if epoch + 1 < epochs:
+                self.save(phase, epoch + 1, points, optimizer, scheduler)
+        new_points = self.run_stage(stage, points, step)
+        mse = self._mse(new_points, targets, step)
+        self.history.append({"stage": name, "train_mse": mse})
+        log.info("%s done: training-set normalised MSE %.3e (before %.3e)", name, mse,
+                 self._mse(points, targets, step))
+        self.on_event({"event": "stage_done", "stage": name, "train_mse": mse})
+        self.save(phase + 1, 0, new_points, None, None)
+        return new_points
+
+    def _epochs(self, step: str) -> int:
+        if step == "corner" and self.train.corner_epochs is not None:
+            return self.train.corner_epochs
+        return self.train.epochs
+
+    def _epoch(self, model, stage: Stage, optimizer, points: np.ndarray, target_coeffs: torch.Tensor, step: str,
+               phase: int, epoch: int, name: str, epochs: int) -> None:
+        stage.train()
+        rng = np.random.default_rng([self.train.seed, phase, epoch])
+        order = rng.permutation(len(points))
+        batches = [order[i : i + self.train.batch_images] for i in range(0, len(order), self.train.batch_images)]
+        bar = tqdm(batches, desc=f"{name} epoch {epoch + 1}/{epochs}", disable=not self.progress,
+                   leave=False, unit="batch")
+        total, count = 0.0, 0
+        for batch in bar:
+            if self.should_stop():
+                raise TrainingStopped(f"stopped during {name}, epoch {epoch + 1}")
+            mine = batch[self.rank :: self.world]
+            if len(mine) == 0:
+                mine = batch[:1]
+            source, _ = self._batch(mine, step)
+            pts = torch.from_numpy(points[mine]).float().to(self.device)
+            pred = model(source, pts)
+            loss = F.smooth_l1_loss(pred, target_coeffs[mine].flatten(0, 1), beta=self.train.smooth_l1_beta)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(mine)
+            count += len(mine)
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        self.on_event({"event": "epoch_done", "stage": name, "epoch": epoch + 1, "loss": total / max(count, 1)})
+
+    def _mse(self, points: np.ndarray, targets: np.ndarray, step: str) -> float:
+        sizes = [img.size for img in self.images]
+        if step == "centre":
+            return float(np.mean([np.sum(((p - t) / s) ** 2) / len(p)
+                                  for p, t, s in zip(points[:, 0], targets[:, 0], sizes)]))
+        return float(np.mean([normalised_mse(p, t, *s) for p, t, s in zip(points, targets, sizes)]))
+
+
+class _Coefficients(torch.nn.Module):
+    """A stage's regression as a forward pass, so that DistributedDataParallel can wrap it."""
+
+    def __init__(self, stage: Stage) -> None:
+        super().__init__()
+        self.stage = stage
+
+    def forward(self, source: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        return self.stage.coefficients(source, points)
+
+
+def _sync_buffers(module: torch.nn.Module) -> None:
+    """Give every rank rank 0's batch-norm statistics so that all ranks hold the same model."""
+    if dist.is_initialized():
+        for b in module.buffers():
+            dist.broadcast(b, 0)
+
+
+def train_cascade(
+    images: list[PreparedImage],
+    checkpoint: Path,
+    config: CascadeConfig | None = None,
+    train: TrainConfig | None = None,
+    base: Cascade | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    on_event: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[Cascade, list[dict]]:
+    """Train (or fine-tune `base`) on already flip-augmented images; returns the cascade and per-stage history."""
+    if not images:
+        raise ValueError("no training images")
+    train = train or TrainConfig()
+    config = base.config if base is not None else (config or CascadeConfig())
+    torch.manual_seed(train.seed)
+    cascade = Cascade(config)
+    if base is not None:
+        cascade.load_state_dict(base.state_dict())
+    else:
+        fit_mean_shapes(cascade, images)
+    dev = pick_device(device)
+    cascade.to(dev)
+    base_id = "scratch" if base is None else hashlib.sha256(
+        b"".join(t.detach().cpu().numpy().tobytes() for t in base.state_dict().values())).hexdigest()
+    trainer = _Trainer(cascade, images, train, dev, checkpoint, _fingerprint(images, config, train, base_id),
+                       progress, on_event, should_stop)
+    trainer.fit(fit_pca=base is None)
+    return cascade.cpu().eval(), trainer.history

@@ -1,0 +1,21 @@
+"""Shared fixtures: the AASCE data when present, and a small cascade trained here on synthetic spines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+AASCE = REPO.parent / "shared" / "aasce"
+
+needs_aasce = pytest.mark.skipif(not (AASCE / "labels" / "training").is_dir(),
+                                 reason="../shared/aasce (AASCE training data) is not present")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real model file (small configuration) trained on synthetic spines; about 30 s on two cores."""
+    from spinecascade.method.workflow import train_synthetic_model
+
+    return train_synthetic_model(tmp_path_factory.mktemp("model") / "tiny.safetensors")
