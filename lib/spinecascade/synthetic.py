@@ -9,6 +9,7 @@ noise. Everything is drawn from one seed, so an image and its landmarks are repr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -140,3 +141,27 @@ def make_spine(
         ribs,
     )
     return SyntheticSpine(image, landmarks, curve, float(cobb_degrees))
+
+
+def write_aasce_layout(root: Path, count: int, seed: int = 0, width: int = 256, height: int = 640) -> list[str]:
+    """A synthetic dataset in the AASCE layout, so that train/evaluate run on it exactly as on the real one."""
+    from spinecascade.io.images import save_image
+    from spinecascade.io.labels import write_angles_csv, write_landmarks_csv, write_mat
+    from spinecascade.landmarks import normalise
+    from spinecascade.measurement.cobb import cobb_angles
+
+    images, labels = root / "data" / "training", root / "labels" / "training"
+    images.mkdir(parents=True, exist_ok=True)
+    labels.mkdir(parents=True, exist_ok=True)
+    names, normalised, angles = [], {}, []
+    for i in range(count):
+        spine = make_spine(seed + i, width, height)
+        name = f"synthetic-{seed + i:05d}.jpg"
+        save_image(images / name, spine.image)
+        write_mat(labels / f"{name}.mat", spine.landmarks)
+        names.append(name)
+        normalised[name] = normalise(spine.landmarks, width, height)
+        angles.append(cobb_angles(spine.landmarks, height).as_array())
+    write_landmarks_csv(labels / "landmarks.csv", labels / "filenames.csv", normalised)
+    write_angles_csv(labels / "angles.csv", np.array(angles))
+    return names

@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-images", type=int, default=8, help="images per batch (default: 8)")
     p.add_argument("--learning-rate", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--config", choices=("paper", "small"), default="paper",
+                   help="paper: the published cascade (default); small: a tiny one for demos and tests")
     p.add_argument("--no-pca", action="store_true", help="regress raw offsets (the ablation without shape constraint)")
     p.add_argument("--finetune", type=Path, default=None, help="start from this model instead of from scratch")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
@@ -37,12 +39,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from spinecascade.method.model_file import load_model, save_model
     from spinecascade.method.training import TrainConfig, init_distributed, train_cascade
-    from spinecascade.method.workflow import cascade_config, load_training_images
+    from spinecascade.method.workflow import cascade_config, load_training_images, small_config
 
     rank, world = init_distributed()
+    if rank != 0:
+        logging.getLogger().setLevel(logging.WARNING)
     samples = dataset_split(args.data, args.folder, args.split)
     base = load_model(args.finetune)[0] if args.finetune else None
-    config = base.config if base is not None else cascade_config(use_pca=not args.no_pca)
+    if base is not None:
+        config = base.config
+    else:
+        config = small_config() if args.config == "small" else cascade_config(use_pca=not args.no_pca)
     images, cleaning = load_training_images(samples, config.preprocess, clean=not args.keep_bad_labels,
                                             progress=rank == 0)
     train = TrainConfig(epochs=args.epochs, corner_epochs=args.corner_epochs, learning_rate=args.learning_rate,

@@ -39,14 +39,14 @@ def load_training_images(samples: list[Sample], config: PreprocessConfig, clean:
 def small_config() -> CascadeConfig:
     """A cascade small enough to train on synthetic spines in seconds on a CPU (tests, demos)."""
     return CascadeConfig(
-        PreprocessConfig(height=160),
+        PreprocessConfig(height=240),
         StepConfig((96, 48), (48, 24), 8, 2),
-        StepConfig((16, 16), (16, 16), 6, 1),
+        StepConfig((24, 24), (24, 24), 6, 1),
         n_stages=2,
     )
 
 
-def train_synthetic_model(out: Path, n_images: int = 30, epochs: int = 3, seed: int = 0,
+def train_synthetic_model(out: Path, n_images: int = 40, epochs: int = 4, seed: int = 0,
                           progress: bool = False) -> Path:
     """Train `small_config()` on synthetic spines and write it to `out`: a real model file for tests and demos."""
     from spinecascade.method.model_file import save_model

@@ -1,0 +1,93 @@
+"""`spinecascade benchmark`: latency, throughput and peak memory of prediction on this machine.
+
+A benchmark prints figures; it asserts nothing. Latency is end to end: file decode to Cobb angles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".dcm", ".nrrd", ".nii", ".gz", ".tif", ".tiff", ".bmp"}
+SAMPLE_STUDIES = Path(__file__).resolve().parents[3] / "apps" / "scoliosis" / "sample_studies"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("benchmark", help="latency, throughput and memory of prediction on this machine",
+                       description="Median and p90 latency of one prediction (file decode to angles), batch "
+                       "throughput and peak memory. Images: --images DIR, else the bundled sample studies, else a "
+                       "synthetic film of typical training size (1200 x 3000).")
+    p.add_argument("--model", type=Path, default=None, help="model file (default: the shipped model)")
+    p.add_argument("--images", type=Path, default=None, help="folder of X-rays to time")
+    p.add_argument("--repeats", type=int, default=20, help="timed single-image predictions (default 20)")
+    p.add_argument("--batch", type=int, default=8, help="images per batch for the throughput figure")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _images(folder: Path | None, scratch: Path) -> list[Path]:
+    for candidate in (folder, SAMPLE_STUDIES):
+        if candidate is not None and candidate.is_dir():
+            found = sorted(p for p in candidate.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if found:
+                return found
+    from spinecascade.io.images import save_image
+    from spinecascade.synthetic import make_spine
+
+    path = scratch / "synthetic-film.jpg"
+    save_image(path, make_spine(0, 1200, 3000).image)
+    return [path]
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from spinecascade.method.prediction import Predictor
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as scratch:
+        images = _images(args.images, Path(scratch))
+        predictor = Predictor(args.model, device=args.device)
+        for path in images[:2]:
+            predictor.predict(path)
+        latencies, parts = [], []
+        for i in range(args.repeats):
+            start = time.perf_counter()
+            pred = predictor.predict(images[i % len(images)])
+            latencies.append((time.perf_counter() - start) * 1e3)
+            parts.append(pred.timings_ms)
+        batch = [images[i % len(images)] for i in range(args.batch)]
+        start = time.perf_counter()
+        predictor.predict_batch(batch)
+        throughput = len(batch) / (time.perf_counter() - start)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = {
+        "device": str(predictor.device),
+        "threads": torch.get_num_threads(),
+        "model_version": predictor.version,
+        "images": len(images),
+        "latency_ms": {"median": float(np.median(latencies)), "p90": float(np.percentile(latencies, 90)),
+                       "min": float(np.min(latencies))},
+        "breakdown_ms": {k: float(np.median([p[k] for p in parts])) for k in parts[0]},
+        "batch_throughput_images_per_s": throughput,
+        "peak_memory_mb": peak_mb,
+    }
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    lat = result["latency_ms"]
+    print(f"device {result['device']}, {result['threads']} threads, model {result['model_version']}, "
+          f"{len(images)} image(s)")
+    print(f"latency   median {lat['median']:.1f} ms   p90 {lat['p90']:.1f} ms   (end to end, file to angles)")
+    print("breakdown " + "  ".join(f"{k} {v:.1f} ms" for k, v in result["breakdown_ms"].items()))
+    print(f"batch     {throughput:.2f} images/s (batch of {args.batch})")
+    print(f"memory    peak {peak_mb:.0f} MB (resident set of this process)")
+    return 0

@@ -1,0 +1,42 @@
+"""`spinecascade evaluate`: the foundation's metrics for a model on an AASCE-layout split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from spinecascade.cli.options import SPLIT_CHOICES, dataset_split
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a model on an AASCE-layout split",
+                       description="Normalised MSE (Eq. 13 of the paper), mean point error, Cobb SMAPE and per-angle "
+                       "errors against the official angles.")
+    p.add_argument("--model", type=Path, default=None, help="model file (default: the shipped model)")
+    p.add_argument("--data", type=Path, required=True, help="AASCE-layout folder")
+    p.add_argument("--folder", default="training")
+    p.add_argument("--split", choices=SPLIT_CHOICES, default="consistent-test",
+                   help="consistent-test: the last 50 images (default); consistent: the first 431; all")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    from spinecascade.method.evaluation import evaluate_predictor
+    from spinecascade.method.prediction import Predictor
+
+    samples = dataset_split(args.data, args.folder, args.split)[: args.limit]
+    result = evaluate_predictor(Predictor(args.model, device=args.device), samples, progress=not args.json)
+    d = result.as_dict()
+    if args.json:
+        print(json.dumps({"split": args.split, **d}, indent=1))
+        return 0
+    print(f"images           {d['n_images']}")
+    print(f"normalised MSE   {d['mse']:.3e}")
+    print(f"mean point error {d['mean_px_error']:.2f} px")
+    print(f"Cobb SMAPE       {d['smape']:.2f} %")
+    for name in ("PT", "MT", "TL"):
+        print(f"{name} MAE           {d['cobb_mae'][name]:.2f} deg (circular {d['cobb_circular_mae'][name]:.2f})")
+    return 0

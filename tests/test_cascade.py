@@ -1,0 +1,214 @@
+"""The cascade end to end on synthetic spines: encoder, crops, shape model, training, model file, prediction."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from spinecascade.cli.main import main
+from spinecascade.errors import ModelFileError
+from spinecascade.io.images import Radiograph
+from spinecascade.landmarks import flip_horizontal
+from spinecascade.measurement.metrics import normalised_mse
+from spinecascade.method.cascade import Cascade
+from spinecascade.method.crops import crop_patches
+from spinecascade.method.encoder import TruncatedMobileNetV2
+from spinecascade.method.model_file import load_model, save_model
+from spinecascade.method.prediction import Predictor
+from spinecascade.method.shape_model import ShapeModel
+from spinecascade.synthetic import make_spine, write_aasce_layout
+
+SPINECASCADE = [sys.executable, "-m", "spinecascade.cli.main"]
+
+
+def test_encoder_matches_table_one():
+    encoder = TruncatedMobileNetV2()
+    assert sum(p.numel() for p in encoder.parameters()) == 1_831_488
+    assert encoder(torch.zeros(3, 1, 48, 80)).shape == (3, 64)
+    assert encoder(torch.zeros(3, 1, 48, 48)).shape == (3, 64)
+
+
+def test_crops_are_one_batched_sample_at_the_right_place():
+    yy, xx = torch.meshgrid(torch.arange(40.0), torch.arange(30.0), indexing="ij")
+    images = torch.stack([xx + 1000 * yy, -(xx + 1000 * yy)])[:, None]
+    points = torch.tensor([[[10.0, 20.0], [5.0, 7.0]], [[12.0, 3.0], [20.0, 30.0]]])
+    patches = crop_patches(images, points, (4, 6), (4, 6))
+    assert patches.shape == (4, 1, 6, 4)
+    # Samples sit at the centres of the output pixels, symmetric about the point: x - 1.5 ... x + 1.5.
+    np.testing.assert_allclose(patches[0, 0, 3, :].numpy(), [20500 + x for x in (8.5, 9.5, 10.5, 11.5)])
+    np.testing.assert_allclose(patches[3, 0, 0, 0].numpy(), -(18.5 + 1000 * 27.5))
+
+
+def test_shape_model_regresses_within_the_principal_subspace():
+    rng = np.random.default_rng(0)
+    basis = rng.normal(size=(3, 34))
+    offsets = rng.normal(size=(200, 3)) @ basis + 5.0
+    model = ShapeModel(34, 3)
+    explained = model.fit(offsets, centred=True)
+    assert explained[:3].sum() > 0.999
+    x = torch.from_numpy(offsets).float()
+    np.testing.assert_allclose(model.decode(model.encode(x)).numpy(), offsets, atol=1e-3)
+    raw = ShapeModel(34, None)
+    raw.fit(offsets, centred=True, use_pca=False)
+    np.testing.assert_allclose(raw.decode(raw.encode(x)).numpy(), offsets, atol=1e-4)
+
+
+def _test_spines(n: int = 6):
+    return [make_spine(90_000 + i, 96, 240) for i in range(n)]
+
+
+def test_small_cascade_beats_its_initial_mean_shape_by_a_wide_margin(tiny_model: Path):
+    cascade, _ = load_model(tiny_model)
+    predictor = Predictor(cascade)
+    spines = _test_spines()
+    preds = predictor.predict_batch([Radiograph(s.image.astype(np.float32)) for s in spines])
+    trained = np.mean([normalised_mse(p.landmarks, s.landmarks, 96, 240) for p, s in zip(preds, spines)])
+    # The initial shape: the mean centres with the mean corner layout, no stage applied.
+    with torch.no_grad():
+        start = cascade.initial_corners(cascade.initial_centres(torch.tensor([[96.0, 240.0]])))[0].numpy()
+    initial = np.mean([normalised_mse(start, s.landmarks, 96, 240) for s in spines])
+    assert trained < initial / 3, (trained, initial)
+
+
+def test_prediction_carries_angles_uncertainty_and_model_version(tiny_model: Path):
+    predictor = Predictor(tiny_model)
+    spine = _test_spines(1)[0]
+    pred = predictor.predict(Radiograph(spine.image.astype(np.float32), source="spine.png"))
+    assert pred.landmarks.shape == (17, 4, 2)
+    assert pred.uncertainty.shape == (68,) and (pred.uncertainty >= 0).all()
+    assert len(predictor.version) == 12
+    label = pred.to_label("spine.png")
+    assert set(label.extra) >= {"centres", "cobb", "uncertainty", "model", "timings_ms"}
+    assert label.extra["cobb"]["PT"]["degrees"] == pytest.approx(pred.cobb.pt.degrees)
+
+
+def test_mirrored_image_gives_mirrored_landmarks_within_the_uncertainty(tiny_model: Path):
+    predictor = Predictor(tiny_model)
+    spine = _test_spines(1)[0]
+    pred = predictor.predict(Radiograph(spine.image.astype(np.float32)))
+    mirrored = predictor.predict(Radiograph(np.ascontiguousarray(spine.image[:, ::-1]).astype(np.float32)))
+    back = flip_horizontal(mirrored.landmarks, 96).reshape(68, 2)
+    distance = np.linalg.norm(back - pred.landmarks.reshape(68, 2), axis=1)
+    assert (distance <= pred.uncertainty + 0.5).all(), distance.max()
+
+
+def test_model_file_round_trip_and_clear_errors(tiny_model: Path, tmp_path: Path):
+    cascade, info = load_model(tiny_model)
+    copy = tmp_path / "copy.safetensors"
+    save_model(copy, cascade, info)
+    assert load_file(str(copy)).keys() == load_file(str(tiny_model)).keys()
+    for key, value in load_file(str(copy)).items():
+        assert torch.equal(value, load_file(str(tiny_model))[key]), key
+
+    data = tiny_model.read_bytes()
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(data[: len(data) // 2])
+    flipped = tmp_path / "flipped.safetensors"
+    flipped.write_bytes(data[:-100] + bytes([data[-100] ^ 0xFF]) + data[-99:])
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a model at all")
+    for path, message in ((truncated, "corrupt or truncated"), (flipped, "checksum"), (garbage, "not a SpineCascade"),
+                          (tmp_path / "missing.safetensors", "no such model file")):
+        with pytest.raises(ModelFileError, match=message) as err:
+            load_model(path)
+        assert path.name in str(err.value)
+
+
+def test_incompatible_model_version_is_refused(tiny_model: Path, tmp_path: Path):
+    from safetensors.torch import save_file
+
+    from spinecascade.method.model_file import read_metadata
+
+    meta = dict(read_metadata(tiny_model), format_version="99")
+    future = tmp_path / "future.safetensors"
+    save_file(load_file(str(tiny_model)), str(future), metadata=meta)
+    with pytest.raises(ModelFileError, match="version 99 is not supported"):
+        load_model(future)
+
+
+@pytest.fixture(scope="module")
+def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic-aasce")
+    write_aasce_layout(root, 8, seed=500, width=96, height=240)
+    return root
+
+
+def _train_args(data: Path, out: Path) -> list[str]:
+    return ["train", "--data", str(data), "--split", "all", "--config", "small", "--epochs", "2",
+            "--batch-images", "2", "--out", str(out)]
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def test_training_killed_and_restarted_resumes_to_the_same_model(synthetic_dataset: Path, tmp_path: Path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    whole = tmp_path / "whole.safetensors"
+    subprocess.run([*SPINECASCADE, *_train_args(synthetic_dataset, whole)], check=True, env=env,
+                   capture_output=True)
+    resumed = tmp_path / "resumed.safetensors"
+    checkpoint = resumed.with_name(resumed.name + ".checkpoint")
+    proc = subprocess.Popen([*SPINECASCADE, *_train_args(synthetic_dataset, resumed)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.exists() and not resumed.exists(), "the run should have been killed mid-training"
+    subprocess.run([*SPINECASCADE, *_train_args(synthetic_dataset, resumed)], check=True, env=env,
+                   capture_output=True)
+    assert not checkpoint.exists()
+    a, b = _tensors(whole), _tensors(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_data_parallel_training_with_two_processes(synthetic_dataset: Path, tmp_path: Path):
+    out = tmp_path / "ddp.safetensors"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    result = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "spinecascade.cli.main",
+         *_train_args(synthetic_dataset, out)],
+        env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    cascade, info = load_model(out)
+    assert info["train"]["workers"] == 2
+    assert isinstance(cascade, Cascade)
+
+
+def test_train_predict_evaluate_from_the_command_line(tiny_model: Path, synthetic_dataset: Path, tmp_path: Path,
+                                                      capsys):
+    import json
+
+    image = synthetic_dataset / "data" / "training" / "synthetic-00500.jpg"
+    out = tmp_path / "pred.json"
+    assert main(["predict", str(image), "--model", str(tiny_model), "--out", str(out), "--overlay", "--mrk"]) == 0
+    assert out.exists() and out.with_name("pred.png").exists() and out.with_name("pred.mrk.json").exists()
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(tiny_model), "--data", str(synthetic_dataset), "--split", "all",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"mse", "smape", "mean_px_error", "cobb_mae", "n_images"} <= result.keys()
+    assert result["n_images"] == 8
+    assert result["mse"] < 5e-3
+
+
+def test_benchmark_smoke(tiny_model: Path, capsys):
+    import json
+
+    assert main(["benchmark", "--model", str(tiny_model), "--repeats", "2", "--batch", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["latency_ms"]["median"] > 0 and result["peak_memory_mb"] > 0
