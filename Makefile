@@ -6,14 +6,15 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 STUDIES ?= apps/scoliosis/sample_studies
+THREADS ?= 2
+MODEL ?=
 
-.PHONY: setup test lint serve benchmark clean
+.PHONY: setup test lint serve benchmark benchmark-server clean
 
-$(VENV)/.installed: pyproject.toml requirements/server.txt
+$(VENV)/.installed: pyproject.toml requirements/server.txt requirements/monailabel.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[server,slicer,dev]"
-	$(PY) -m pip install --quiet -r requirements/server.txt
+	$(PY) -m pip install --quiet -e ".[server,slicer,dev]" -r requirements/server.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements/monailabel.txt
 	touch $@
 
@@ -25,8 +26,18 @@ lint: setup
 test: lint
 	$(PY) -m pytest -q
 
+# The MONAI Label server: STUDIES=/folder or STUDIES=http://dicomweb/url, MODEL=file, HOST, PORT, THREADS.
+# Through `python -m monailabel.main`: the venv's `monailabel` script runs whichever python is first on PATH.
 serve: setup
-	$(VENV)/bin/monailabel start_server --app apps/scoliosis --studies $(STUDIES) --host $(HOST) --port $(PORT)
+	@case "$(HOST)" in 127.0.0.1|localhost|::1) ;; *) echo "WARNING: HOST=$(HOST) lets other machines reach \
+	this server, which has no login and serves patient images: do this only on a trusted network (see \
+	apps/scoliosis/README.md, 'Binding another host')." >&2 ;; esac
+	OMP_NUM_THREADS=$(THREADS) $(PY) -m monailabel.main start_server --app apps/scoliosis --studies "$(STUDIES)" \
+		--host $(HOST) --port $(PORT) --conf threads $(THREADS) $(if $(MODEL),--conf model_path "$(MODEL)")
+
+# Round-trip time and throughput of /infer on this machine (starts its own server on a free port).
+benchmark-server: setup
+	OMP_NUM_THREADS=$(THREADS) $(PY) apps/scoliosis/benchmark.py --threads $(THREADS) $(if $(MODEL),--model "$(MODEL)")
 
 benchmark: setup
 	$(VENV)/bin/spinecascade benchmark

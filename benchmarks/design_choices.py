@@ -4,8 +4,10 @@
    stage of each step the first Q components reconstruct (residual RMS in resized pixels).
 2. Crop orientation of step 1: "80x192 resized to 48x80" read as width x height or height x width. One stage
    is trained briefly on the first 381 images (mirrors included) and scored on images 382-431.
+3. The shape constraint itself: the same short step-1 stage regressing Q = 8 PCA coefficients or the 34 raw
+   coordinate offsets (the paper's ablation, Fig. 7a, at a much smaller training budget).
 
-Run: python benchmarks/design_choices.py ../shared/aasce [--epochs 2]
+Run: python benchmarks/design_choices.py ../shared/aasce [--epochs 2] [--only pca|crop|geometry]
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("data", type=Path)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--only", choices=("geometry", "crop", "pca"), default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     torch.manual_seed(0)
@@ -63,11 +66,19 @@ def main() -> None:
         "step2_offsets_rms_px": float(np.sqrt(np.mean(corner_offsets**2))),
         "step2_pca_residual_rms_px": pca_residuals(corner_offsets.reshape(-1, 8), 8),
     }
-    print(json.dumps(report, indent=1))
+    if args.only in (None, "geometry"):
+        print(json.dumps(report, indent=1))
 
     val_lm = np.stack([i.landmarks for i in val_imgs]).mean(axis=2)
-    for label, crop, patch in (("width x height", (192, 80), (80, 48)), ("height x width", (80, 192), (48, 80))):
-        cfg = CascadeConfig(centre=StepConfig(crop, patch, 8, 2))
+    variants = []
+    if args.only in (None, "crop"):
+        variants += [("width x height", (192, 80), (80, 48), 8), ("height x width", (80, 192), (48, 80), 8)]
+    if args.only in (None, "pca"):
+        variants += [("no PCA, raw offsets", (192, 80), (80, 48), None)]
+        if args.only == "pca":
+            variants.insert(0, ("PCA Q=8", (192, 80), (80, 48), 8))
+    for label, crop, patch, q in variants:
+        cfg = CascadeConfig(centre=StepConfig(crop, patch, q, 2))
         torch.manual_seed(0)
         cas = Cascade(cfg)
         fit_mean_shapes(cas, train_imgs)
@@ -83,7 +94,7 @@ def main() -> None:
         vs = np.array([i.size for i in val_imgs], float)[:, None]
         before = float(np.mean(np.sum(((vstart[:, 0] - val_lm) / vs) ** 2, axis=-1)))
         after = float(np.mean(np.sum(((vpred[:, 0] - val_lm) / vs) ** 2, axis=-1)))
-        print(f"crop {crop} -> patch {patch} ({label}): held-out centre MSE {before:.3e} -> {after:.3e}")
+        print(f"{label}: crop {crop} -> patch {patch}, Q={q}: held-out centre MSE {before:.3e} -> {after:.3e}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,7 @@
 """End to end: the Slicer module's logic against the real MONAI Label app (apps/scoliosis).
 
-The server comes from tests/server_fixture.py, whose `monailabel_server` fixture starts the app on a
-temporary copy of the sample studies and yields an object with the server's `url` (or the URL itself).
-Skipped when slicer-core or that fixture is missing.
+The server comes from tests/server_fixture.py, whose `scoliosis_server` fixture starts the app on synthetic
+studies with a small model trained by the tests. Skipped when slicer-core is missing.
 """
 
 from __future__ import annotations
@@ -15,10 +14,9 @@ import numpy as np
 import pytest
 
 slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is not installed")
-server_fixture = pytest.importorskip("server_fixture", reason="tests/server_fixture.py is not there")
-if not hasattr(server_fixture, "monailabel_server"):
-    pytest.skip("tests/server_fixture.py has no monailabel_server fixture", allow_module_level=True)
-monailabel_server = server_fixture.monailabel_server
+import server_fixture  # noqa: E402
+
+scoliosis_server = server_fixture.scoliosis_server
 
 EXTENSION = Path(__file__).resolve().parents[1] / "slicer_extension" / "SpineCascade"
 if str(EXTENSION) not in sys.path:
@@ -35,11 +33,11 @@ pytestmark = [pytest.mark.server, pytest.mark.timeout(600)]
 
 
 @pytest.fixture
-def logic(monailabel_server):
+def logic(scoliosis_server):
     scene = slicer.vtkMRMLScene()
     scene.AddNode(slicer.vtkMRMLSelectionNode())
     logic = logic_module.SpineCascadeLogic(scene)
-    info = logic.connect(getattr(monailabel_server, "url", monailabel_server))
+    info = logic.connect(scoliosis_server.url)
     assert "vertebral_landmarks" in info.models
     yield logic
     logic.close()

@@ -89,8 +89,8 @@ def load_model(path: str | Path) -> tuple[Cascade, dict]:
     try:
         config = CascadeConfig.from_dict(json.loads(meta["config"]))
         cascade = Cascade(config)
-        state = {k: v.to(cascade.state_dict()[k].dtype) if k in cascade.state_dict() else v
-                 for k, v in tensors.items()}
+        own = cascade.state_dict()
+        state = {k: v.to(own[k].dtype) if k in own else v for k, v in tensors.items()}
         cascade.load_state_dict(state)
         info = json.loads(meta.get("info", "{}"))
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:

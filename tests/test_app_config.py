@@ -1,0 +1,66 @@
+"""The scoliosis app's `--conf` parsing: defaults, overrides, and a clear refusal of anything it cannot use."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+CONFIG = Path(__file__).resolve().parents[1] / "apps" / "scoliosis" / "lib" / "configs" / "landmarks.py"
+
+
+def _load():
+    # Loaded from its file: putting the app's top-level `lib` package on sys.path would leak into other tests.
+    spec = importlib.util.spec_from_file_location("scoliosis_app_config", CONFIG)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+config = _load()
+
+
+def test_defaults_serve_the_shipped_model(tmp_path):
+    app = config.AppConfig.from_conf(tmp_path, {})
+    assert app.model_path == (tmp_path / "model" / "spinecascade.safetensors").resolve()
+    assert (app.device, app.threads, app.train) == (None, 2, config.TrainDefaults())
+
+
+def test_every_option_can_be_set(tmp_path):
+    conf = {"model_path": str(tmp_path / "m.safetensors"), "device": "cuda:1", "threads": "1", "epochs": "3",
+            "scratch_epochs": "5", "learning_rate": "1e-4", "scratch_learning_rate": "1e-3", "batch_images": "4",
+            "min_scratch_images": "10", "on_demand_scores": "2", "server_mode": "true"}
+    app = config.AppConfig.from_conf(tmp_path, conf)
+    assert app.model_path == tmp_path / "m.safetensors"
+    assert (app.device, app.threads, app.on_demand_scores) == ("cuda:1", 1, 2)
+    assert app.train == config.TrainDefaults(3, 5, 1e-4, 1e-3, 4, 10)
+    assert set(conf) - {"server_mode"} == set(config.OPTIONS)
+
+
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        ({"model": "x"}, "unknown --conf key"),
+        ({"threads": "two"}, "expected an integer"),
+        ({"epochs": "0"}, "must be positive"),
+        ({"learning_rate": "-1"}, "must be positive"),
+        ({"device": "tpu"}, "expected cpu, cuda or cuda:N"),
+    ],
+)
+def test_bad_values_stop_the_server_with_the_key_named(tmp_path, conf, message):
+    with pytest.raises(config.ConfigError, match=message):
+        config.AppConfig.from_conf(tmp_path, conf)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(True, True), ("true", True), ("1", True), ("no", False),
+                                                 (False, False), ("", False)])
+def test_flag(value, expected):
+    assert config.flag(value, "save_label") is expected
+
+
+def test_flag_refuses_anything_else():
+    with pytest.raises(config.ConfigError, match="save_label 'maybe'"):
+        config.flag("maybe", "save_label")
