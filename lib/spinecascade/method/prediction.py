@@ -7,6 +7,7 @@ where ribs or low contrast hide an endplate. The active-learning strategy ranks 
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
@@ -21,6 +22,7 @@ from spinecascade.io.labels import LandmarkLabel
 from spinecascade.landmarks import N_POINTS, VERTEBRAE, as_landmarks, centres, flip_horizontal
 from spinecascade.measurement.cobb import CobbResult, cobb_angles
 from spinecascade.method.cascade import Cascade, normalise_pixels
+from spinecascade.method.encoder import fold_batchnorm
 from spinecascade.method.model_file import load_model, read_metadata
 from spinecascade.method.preprocessing import Resized, preprocess
 from spinecascade.method.samples import pad_batch
@@ -79,8 +81,9 @@ class Predictor:
             self.version = read_metadata(path)["sha256"][:12]
             log.info("loaded model %s (version %s)", path, self.version)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.cascade.to(self.device).eval()
+        self.cascade = fold_batchnorm(copy.deepcopy(self.cascade).eval()).to(self.device)
         self.mirror = mirror
+        self.images_per_pass = 16 if self.device.type == "cuda" else 2
 
     @property
     def model_description(self) -> dict:
@@ -115,9 +118,13 @@ class Predictor:
 
     @torch.inference_mode()
     def _run(self, images: list[np.ndarray]) -> np.ndarray:
-        u8, sizes = pad_batch(images)
-        corners, _ = self.cascade(normalise_pixels(u8.to(self.device)), sizes.to(self.device))
-        return corners.double().cpu().numpy()
+        # Bounded passes: a CPU gains nothing from bigger batches, and 68 crops an image add up in memory.
+        out = []
+        for start in range(0, len(images), self.images_per_pass):
+            u8, sizes = pad_batch(images[start : start + self.images_per_pass])
+            corners, _ = self.cascade(normalise_pixels(u8.to(self.device)), sizes.to(self.device))
+            out.append(corners.double().cpu().numpy())
+        return np.concatenate(out)
 
     def _finish(self, radiograph: Radiograph, resized: Resized, corners: np.ndarray) -> Prediction:
         width_r = resized.image.shape[1]
