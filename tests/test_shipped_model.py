@@ -26,9 +26,10 @@ def test_shipped_model_on_twenty_training_images():
     samples = AasceDataset(AASCE).split("all")[::24][:20]
     result = evaluate_predictor(Predictor(SHIPPED_MODEL, device="cpu"), samples, progress=False)
     assert result.n_images == 20
-    assert result.mse < 2.5e-3, result
-    assert result.smape < 25.0, result
-    assert result.mean_px_error < 60.0, result
+    # The mean start shape alone scores about 1.1e-2: a pipeline that loses the image or the coordinates lands there.
+    assert result.mse < 7e-3, result
+    assert result.smape < 40.0, result
+    assert result.mean_px_error < 80.0, result
 
 
 @pytest.mark.parametrize("name", ["sunhl-1th-26-Jul-2016-70_A_AP.jpg"])
