@@ -222,6 +222,20 @@ def test_train_predict_evaluate_from_the_command_line(tiny_model: Path, syntheti
     assert result["mse"] < 5e-3
 
 
+def test_evaluation_can_leave_out_flagged_labels(tiny_model: Path, tmp_path: Path, capsys):
+    import json
+
+    from spinecascade.io.labels import read_mat, write_mat
+
+    names = write_aasce_layout(tmp_path, 3, seed=900)
+    mat = tmp_path / "labels" / "training" / f"{names[0]}.mat"
+    write_mat(mat, read_mat(mat)[:, [1, 0, 3, 2]])  # left and right corners swapped: a known AASCE error
+    assert main(["evaluate", "--model", str(tiny_model), "--data", str(tmp_path), "--split", "all",
+                 "--skip-bad-labels", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["skipped_bad_labels"] == [names[0]] and result["n_images"] == 2
+
+
 def test_benchmark_smoke(tiny_model: Path, capsys):
     import json
 

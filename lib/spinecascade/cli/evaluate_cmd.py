@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=SPLIT_CHOICES, default="consistent-test",
                    help="consistent-test: the last 50 images (default); consistent: the first 431; all")
     p.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
+    p.add_argument("--skip-bad-labels", action="store_true",
+                   help="leave out images whose labels the checker flags (see check-labels): their truth is wrong")
     p.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -28,12 +30,18 @@ def run(args: argparse.Namespace) -> int:
     from spinecascade.method.prediction import Predictor
 
     samples = dataset_split(args.data, args.folder, args.split)[: args.limit]
+    skipped = []
+    if args.skip_bad_labels:
+        from spinecascade.measurement.label_check import check_landmarks
+
+        skipped = [s.name for s in samples if check_landmarks(s.landmarks, s.width, s.height)]
+        samples = [s for s in samples if s.name not in skipped]
     result = evaluate_predictor(Predictor(args.model, device=args.device), samples, progress=not args.json)
     d = result.as_dict()
     if args.json:
-        print(json.dumps({"split": args.split, **d}, indent=1))
+        print(json.dumps({"split": args.split, "skipped_bad_labels": skipped, **d}, indent=1))
         return 0
-    print(f"images           {d['n_images']}")
+    print(f"images           {d['n_images']}" + (f" ({len(skipped)} with flagged labels left out)" if skipped else ""))
     print(f"normalised MSE   {d['mse']:.3e}")
     print(f"mean point error {d['mean_px_error']:.2f} px")
     print(f"Cobb SMAPE       {d['smape']:.2f} %")
