@@ -21,7 +21,7 @@ from spinecascade.landmarks import flip_horizontal
 from spinecascade.measurement.metrics import normalised_mse
 from spinecascade.method.cascade import Cascade
 from spinecascade.method.crops import crop_patches
-from spinecascade.method.encoder import TruncatedMobileNetV2, fold_batchnorm, freeze_for_cpu
+from spinecascade.method.encoder import TruncatedMobileNetV2
 from spinecascade.method.model_file import load_model, save_model
 from spinecascade.method.prediction import Predictor
 from spinecascade.method.shape_model import ShapeModel
@@ -35,19 +35,6 @@ def test_encoder_matches_table_one():
     assert sum(p.numel() for p in encoder.parameters()) == 1_831_488
     assert encoder(torch.zeros(3, 1, 48, 80)).shape == (3, 64)
     assert encoder(torch.zeros(3, 1, 48, 48)).shape == (3, 64)
-
-
-def test_frozen_cpu_encoder_matches_eager_mode_for_any_number_of_crops():
-    torch.manual_seed(0)
-    encoder = TruncatedMobileNetV2(1, 64)
-    with torch.no_grad():  # non-trivial batch-norm statistics, so that folding them is exercised
-        encoder(torch.randn(16, 1, 48, 48))
-    encoder = fold_batchnorm(encoder.eval())
-    frozen = freeze_for_cpu(encoder, (48, 48))
-    for n in (1, 5, 68):
-        crops = torch.randn(n, 1, 48, 48).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            torch.testing.assert_close(frozen(crops), encoder(crops), rtol=1e-4, atol=1e-4)
 
 
 def test_crops_are_one_batched_sample_at_the_right_place():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -82,18 +80,3 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
                 seq[i] = fuse_conv_bn_eval(seq[i].eval(), seq[i + 1].eval()).to(memory_format=torch.channels_last)
                 seq[i + 1] = nn.Identity()
     return module
-
-
-def freeze_for_cpu(encoder: nn.Module, patch_size: tuple[int, int]) -> nn.Module:
-    """A traced, frozen copy for CPU inference: oneDNN with pre-packed weights, ~30% faster than eager mode.
-
-    Outputs match eager mode to float32 rounding. Any number of crops works; the example only fixes the layout.
-    TorchScript is deprecated in favour of torch.compile, but compiling takes minutes at every server start, and
-    torch is pinned, so its warnings are silenced here.
-    """
-    width, height = patch_size
-    example = torch.zeros(2, 1, height, width).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        traced = torch.jit.trace(encoder.eval(), example)
-        return torch.jit.optimize_for_inference(torch.jit.freeze(traced))

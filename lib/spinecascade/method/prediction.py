@@ -22,7 +22,7 @@ from spinecascade.io.labels import LandmarkLabel
 from spinecascade.landmarks import N_POINTS, VERTEBRAE, as_landmarks, centres, flip_horizontal
 from spinecascade.measurement.cobb import CobbResult, cobb_angles
 from spinecascade.method.cascade import Cascade, normalise_pixels
-from spinecascade.method.encoder import fold_batchnorm, freeze_for_cpu
+from spinecascade.method.encoder import fold_batchnorm
 from spinecascade.method.model_file import load_model, read_metadata
 from spinecascade.method.preprocessing import Resized, preprocess
 from spinecascade.method.samples import pad_batch
@@ -82,9 +82,6 @@ class Predictor:
             log.info("loaded model %s (version %s)", path, self.version)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.cascade = fold_batchnorm(copy.deepcopy(self.cascade).eval()).to(self.device)
-        if self.device.type == "cpu":
-            for stage in [*self.cascade.centre_stages, *self.cascade.corner_stages]:
-                stage.encoder = freeze_for_cpu(stage.encoder, stage.step.patch_size)
         self.mirror = mirror
         self.images_per_pass = 16 if self.device.type == "cuda" else 2
 
