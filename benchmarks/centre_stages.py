@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from spinecascade.io.dataset import SPLITS, AasceDataset
+from spinecascade.measurement.metrics import normalised_mse
 from spinecascade.method.cascade import normalise_pixels
 from spinecascade.method.model_file import load_model
 from spinecascade.method.samples import load_prepared, pad_batch
@@ -32,12 +33,8 @@ def centre_mse_per_stage(model: Path, data: Path, split: str) -> np.ndarray:
             u8, sizes = pad_batch([image.image])
             pixels = normalise_pixels(u8)
             truth = image.landmarks.mean(axis=1)
-            size = np.array(image.size, float)
-            row = []
-            for stages in range(cascade.config.n_stages + 1):
-                centres = cascade.run_centres(pixels, sizes, stages)[0].numpy()
-                row.append(np.sum(((centres - truth) / size) ** 2) / len(truth))
-            rows.append(row)
+            rows.append([normalised_mse(cascade.run_centres(pixels, sizes, stages)[0].numpy(), truth, *image.size)
+                         for stages in range(cascade.config.n_stages + 1)])
     return np.array(rows)
 
 

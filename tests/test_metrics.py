@@ -11,6 +11,10 @@ def test_normalised_mse_is_eq_13():
     pred[..., 0] += 2.56  # 1 % of the width
     pred[..., 1] += 12.8  # 2 % of the height
     assert normalised_mse(pred, truth, 256, 640) == pytest.approx(0.01**2 + 0.02**2)
+    # The same measure over the 17 centres scores step 1 alone.
+    assert normalised_mse(pred.mean(axis=1), truth.mean(axis=1), 256, 640) == pytest.approx(0.01**2 + 0.02**2)
+    with pytest.raises(ValueError, match="68 and 17"):
+        normalised_mse(pred, truth.mean(axis=1), 256, 640)
 
 
 def test_point_errors_in_pixels_and_mm():

@@ -34,8 +34,9 @@ def run(args: argparse.Namespace) -> int:
     if args.skip_bad_labels:
         from spinecascade.measurement.label_check import check_landmarks
 
-        skipped = [s.name for s in samples if check_landmarks(s.landmarks, s.width, s.height)]
-        samples = [s for s in samples if s.name not in skipped]
+        flagged = [bool(check_landmarks(s.landmarks, s.width, s.height)) for s in samples]
+        skipped = [s.name for s, bad in zip(samples, flagged) if bad]
+        samples = [s for s, bad in zip(samples, flagged) if not bad]
     result = evaluate_predictor(Predictor(args.model, device=args.device), samples, progress=not args.json)
     d = result.as_dict()
     if args.json:

@@ -11,9 +11,15 @@ from spinecascade.landmarks import N_POINTS
 
 
 def normalised_mse(pred: np.ndarray, truth: np.ndarray, width: float, height: float) -> float:
-    """(1/68) * sum over points of (dx/W)^2 + (dy/H)^2: Eq. 13 of the cascade paper, per image."""
-    diff = (np.asarray(pred, float) - np.asarray(truth, float)).reshape(N_POINTS, 2) / [width, height]
-    return float(np.sum(diff**2) / N_POINTS)
+    """(1/n) * sum over the n points of (dx/W)^2 + (dy/H)^2: Eq. 13 of the cascade paper, per image.
+
+    n is 68 for the corners; the same measure over the 17 centres scores step 1 on its own.
+    """
+    pred, truth = np.asarray(pred, float).reshape(-1, 2), np.asarray(truth, float).reshape(-1, 2)
+    if pred.shape != truth.shape:
+        raise ValueError(f"need as many predicted as true points, got {len(pred)} and {len(truth)}")
+    diff = (pred - truth) / [width, height]
+    return float(np.sum(diff**2) / len(diff))
 
 
 def point_errors(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] | None = None) -> np.ndarray:

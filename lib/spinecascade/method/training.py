@@ -211,10 +211,10 @@ class _Trainer:
             if epoch + 1 < epochs:
                 self.save(phase, epoch + 1, points, optimizer, scheduler)
         new_points = self.run_stage(stage, points, step)
-        mse = self._mse(new_points, targets, step)
+        mse = self._mse(new_points, targets)
         self.history.append({"stage": name, "train_mse": mse})
         log.info("%s done: training-set normalised MSE %.3e (before %.3e)", name, mse,
-                 self._mse(points, targets, step))
+                 self._mse(points, targets))
         self.on_event({"event": "stage_done", "stage": name, "train_mse": mse})
         self.save(phase + 1, 0, new_points, None, None)
         return new_points
@@ -251,11 +251,8 @@ class _Trainer:
             bar.set_postfix(loss=f"{total / count:.4f}")
         self.on_event({"event": "epoch_done", "stage": name, "epoch": epoch + 1, "loss": total / max(count, 1)})
 
-    def _mse(self, points: np.ndarray, targets: np.ndarray, step: str) -> float:
+    def _mse(self, points: np.ndarray, targets: np.ndarray) -> float:
         sizes = [img.size for img in self.images]
-        if step == "centre":
-            return float(np.mean([np.sum(((p - t) / s) ** 2) / len(p)
-                                  for p, t, s in zip(points[:, 0], targets[:, 0], sizes)]))
         return float(np.mean([normalised_mse(p, t, *s) for p, t, s in zip(points, targets, sizes)]))
 
 
