@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 AASCE = REPO.parent / "shared" / "aasce"
+
+# Slicer loads the module's SpineCascadeLib from the module folder; the tests import it from there too.
+SLICER_MODULE = REPO / "slicer_extension" / "SpineCascade"
+if str(SLICER_MODULE) not in sys.path:
+    sys.path.insert(0, str(SLICER_MODULE))
 
 needs_aasce = pytest.mark.skipif(not (AASCE / "labels" / "training").is_dir(),
                                  reason="../shared/aasce (AASCE training data) is not present")

@@ -12,21 +12,15 @@ import importlib
 import importlib.util
 import json
 import socket
-import sys
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-EXTENSION = Path(__file__).resolve().parents[1] / "slicer_extension" / "SpineCascade"
-if str(EXTENSION) not in sys.path:
-    sys.path.insert(0, str(EXTENSION))
 
 client_module = importlib.import_module("SpineCascadeLib.client")
 ServerError = client_module.ServerError

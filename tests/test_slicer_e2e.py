@@ -7,8 +7,6 @@ studies with a small model trained by the tests. Skipped when slicer-core is mis
 from __future__ import annotations
 
 import importlib
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,10 +15,6 @@ slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is not inst
 import server_fixture  # noqa: E402
 
 scoliosis_server = server_fixture.scoliosis_server
-
-EXTENSION = Path(__file__).resolve().parents[1] / "slicer_extension" / "SpineCascade"
-if str(EXTENSION) not in sys.path:
-    sys.path.insert(0, str(EXTENSION))
 
 geometry = importlib.import_module("SpineCascadeLib.geometry")
 imaging = importlib.import_module("SpineCascadeLib.imaging")

@@ -7,17 +7,11 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is not installed")
-
-EXTENSION = Path(__file__).resolve().parents[1] / "slicer_extension" / "SpineCascade"
-if str(EXTENSION) not in sys.path:
-    sys.path.insert(0, str(EXTENSION))
 
 geometry = importlib.import_module("SpineCascadeLib.geometry")
 imaging = importlib.import_module("SpineCascadeLib.imaging")
