@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import subprocess
@@ -33,8 +34,23 @@ SPINECASCADE = [sys.executable, "-m", "spinecascade.cli.main"]
 def test_encoder_matches_table_one():
     encoder = TruncatedMobileNetV2()
     assert sum(p.numel() for p in encoder.parameters()) == 1_831_488
-    assert encoder(torch.zeros(3, 1, 48, 80)).shape == (3, 64)
-    assert encoder(torch.zeros(3, 1, 48, 48)).shape == (3, 64)
+    assert encoder(torch.zeros(3, 1, 24, 40)).shape == (3, 64)
+    assert encoder(torch.zeros(3, 1, 24, 24)).shape == (3, 64)
+
+
+def test_strided_sampling_equals_table_ones_stride_two_first_convolution():
+    torch.manual_seed(0)
+    encoder = TruncatedMobileNetV2().eval()
+    literal = copy.deepcopy(encoder)
+    literal.features[0][0].stride = (2, 2)  # Table I as printed: 1x1 stride 2 on the full 80x48 patch
+    image = torch.rand(1, 1, 120, 90)
+    points = torch.tensor([[[40.0, 60.0], [47.3, 31.9]]])
+    full = crop_patches(image, points, (96, 40), (80, 48))
+    sampled = crop_patches(image, points, (96, 40), (80, 48), stride=encoder.input_stride)
+    assert sampled.shape == (2, 1, 24, 40)
+    torch.testing.assert_close(sampled, full[..., ::2, ::2], rtol=0, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(sampled), literal(full))
 
 
 def test_crops_are_one_batched_sample_at_the_right_place():
@@ -145,9 +161,9 @@ def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _train_args(data: Path, out: Path) -> list[str]:
+def _train_args(data: Path, out: Path, *extra: str) -> list[str]:
     return ["train", "--data", str(data), "--split", "all", "--config", "small", "--epochs", "2",
-            "--batch-images", "2", "--out", str(out)]
+            "--batch-images", "2", "--out", str(out), *extra]
 
 
 def _tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -155,13 +171,14 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_training_killed_and_restarted_resumes_to_the_same_model(synthetic_dataset: Path, tmp_path: Path):
+    """With the warps on: their draws, too, must come out the same after a restart."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     whole = tmp_path / "whole.safetensors"
-    subprocess.run([*SPINECASCADE, *_train_args(synthetic_dataset, whole)], check=True, env=env,
+    subprocess.run([*SPINECASCADE, *_train_args(synthetic_dataset, whole, "--augment")], check=True, env=env,
                    capture_output=True)
     resumed = tmp_path / "resumed.safetensors"
     checkpoint = resumed.with_name(resumed.name + ".checkpoint")
-    proc = subprocess.Popen([*SPINECASCADE, *_train_args(synthetic_dataset, resumed)], env=env,
+    proc = subprocess.Popen([*SPINECASCADE, *_train_args(synthetic_dataset, resumed, "--augment")], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
@@ -169,9 +186,10 @@ def test_training_killed_and_restarted_resumes_to_the_same_model(synthetic_datas
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert checkpoint.exists() and not resumed.exists(), "the run should have been killed mid-training"
-    subprocess.run([*SPINECASCADE, *_train_args(synthetic_dataset, resumed)], check=True, env=env,
+    subprocess.run([*SPINECASCADE, *_train_args(synthetic_dataset, resumed, "--augment")], check=True, env=env,
                    capture_output=True)
     assert not checkpoint.exists()
+    assert load_model(resumed)[1]["train"]["augment"] is True
     a, b = _tensors(whole), _tensors(resumed)
     assert a.keys() == b.keys()
     for key in a:

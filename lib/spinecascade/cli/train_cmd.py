@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--config", choices=("paper", "small"), default="paper",
                    help="paper: the published cascade (default); small: a tiny one for demos and tests")
+    p.add_argument("--augment", action="store_true",
+                   help="also warp the films (shift, tilt, scale, bend, gamma) beyond the paper's mirrors")
     p.add_argument("--no-pca", action="store_true", help="regress raw offsets (the ablation without shape constraint)")
     p.add_argument("--finetune", type=Path, default=None, help="start from this model instead of from scratch")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     images, cleaning = load_training_images(samples, config.preprocess, clean=not args.keep_bad_labels,
                                             progress=rank == 0)
     train = TrainConfig(epochs=args.epochs, corner_epochs=args.corner_epochs, learning_rate=args.learning_rate,
-                        batch_images=args.batch_images, seed=args.seed)
+                        batch_images=args.batch_images, seed=args.seed, augment=args.augment)
     checkpoint = args.out.with_name(args.out.name + ".checkpoint")
     start = time.time()
     cascade, history = train_cascade(images, checkpoint, config, train, base=base, device=args.device)

@@ -52,7 +52,12 @@ class CascadeConfig:
 
 def normalise_pixels(images_u8: Tensor) -> Tensor:
     """uint8 images to the network's input range."""
-    return (images_u8.float() / 255.0 - 0.5) / 0.25
+    return standardise(images_u8.float() / 255.0)
+
+
+def standardise(images01: Tensor) -> Tensor:
+    """Images in [0, 1] to the network's input range."""
+    return (images01 - 0.5) / 0.25
 
 
 class Stage(nn.Module):
@@ -74,7 +79,7 @@ class Stage(nn.Module):
         d = self.step.source_downsample
         crop = (self.step.crop_size[0] / d, self.step.crop_size[1] / d)
         flat = (points.reshape(b, s * self.n_points, 2) + 0.5) / d - 0.5
-        patches = crop_patches(source, flat, crop, self.step.patch_size)
+        patches = crop_patches(source, flat, crop, self.step.patch_size, self.encoder.input_stride)
         codes = self.encoder(patches.contiguous(memory_format=torch.channels_last))
         return self.head(codes.view(b * s, self.n_points * codes.shape[1]))
 

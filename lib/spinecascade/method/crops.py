@@ -7,19 +7,22 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def crop_patches(images: Tensor, points: Tensor, crop_size: tuple[int, int], patch_size: tuple[int, int]) -> Tensor:
+def crop_patches(images: Tensor, points: Tensor, crop_size: tuple[int, int], patch_size: tuple[int, int],
+                 stride: int = 1) -> Tensor:
     """Sample a crop_size (width, height) window centred on each point, resampled to patch_size (width, height).
 
     images: (B, C, H, W); points: (B, K, 2) pixel (x, y) in that image. Returns (B * K, C, ph, pw), the crops of
-    image 0 first. Outside the image the crops are zero.
+    image 0 first; with `stride` only every stride-th patch pixel (rows and columns 0, stride, ...) is sampled.
+    Outside the image the crops are zero.
     """
     b, c, h, w = images.shape
     k = points.shape[1]
     pw, ph = patch_size
     cw, ch = crop_size
     # Sample positions at the centres of the output pixels, spread over the crop window.
-    xs = (torch.arange(pw, dtype=images.dtype, device=images.device) + 0.5) * (cw / pw) - cw / 2
-    ys = (torch.arange(ph, dtype=images.dtype, device=images.device) + 0.5) * (ch / ph) - ch / 2
+    xs = (torch.arange(0, pw, stride, dtype=images.dtype, device=images.device) + 0.5) * (cw / pw) - cw / 2
+    ys = (torch.arange(0, ph, stride, dtype=images.dtype, device=images.device) + 0.5) * (ch / ph) - ch / 2
+    pw, ph = len(xs), len(ys)
     gx = (points[..., 0, None, None] + xs.view(1, 1, 1, pw)).expand(b, k, ph, pw)
     gy = (points[..., 1, None, None] + ys.view(1, 1, ph, 1)).expand(b, k, ph, pw)
     # align_corners=False: normalised -1 and 1 are the outer edges of the border pixels.

@@ -46,12 +46,20 @@ class InvertedResidual(nn.Module):
 
 
 class TruncatedMobileNetV2(nn.Module):
-    """MobileNetV2 up to the 320-channel block, then a 1x1 projection to `out_dim` and global pooling."""
+    """MobileNetV2 up to the 320-channel block, then a 1x1 projection to `out_dim` and global pooling.
+
+    Table I opens with a 1x1 stride-2 convolution (that is what gives exactly 1,831,488 parameters). A 1x1 kernel
+    at stride 2 reads only the even rows and columns, so the stride belongs to whoever samples the input: the
+    network takes patches sampled at every `input_stride`-th pixel and its first convolution runs at stride 1.
+    The outputs are the same; the crops need a quarter of the samples and the CPU is spared a slow strided
+    one-channel convolution.
+    """
+
+    input_stride = 2
 
     def __init__(self, in_channels: int = 1, out_dim: int = 64) -> None:
         super().__init__()
-        # Table I opens with a 1x1 stride-2 convolution; that is what gives exactly 1,831,488 parameters.
-        layers: list[nn.Module] = [conv_bn_relu(in_channels, 32, 1, 2)]
+        layers: list[nn.Module] = [conv_bn_relu(in_channels, 32, 1)]
         channels = 32
         for t, c, n, s in INVERTED_RESIDUAL_SETTING:
             for i in range(n):

@@ -73,15 +73,15 @@ class Predictor:
 
     def __init__(self, model: str | Path | Cascade | None = None, device: str | None = None,
                  mirror: bool = True) -> None:
-        if isinstance(model, Cascade):
-            self.cascade, self.info, self.version = model, {}, "in-memory"
+        if isinstance(model, Cascade):  # folding batch norm below must not change the caller's model
+            self.cascade, self.info, self.version = copy.deepcopy(model), {}, "in-memory"
         else:
             path = Path(model) if model else default_model_path()
             self.cascade, self.info = load_model(path)
             self.version = read_metadata(path)["sha256"][:12]
             log.info("loaded model %s (version %s)", path, self.version)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.cascade = fold_batchnorm(copy.deepcopy(self.cascade).eval()).to(self.device)
+        self.cascade = fold_batchnorm(self.cascade.eval()).to(self.device)
         self.mirror = mirror
         self.images_per_pass = 16 if self.device.type == "cuda" else 2
 

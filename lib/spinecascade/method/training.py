@@ -26,7 +26,8 @@ from tqdm import tqdm
 from spinecascade.io.atomic import atomic_path
 from spinecascade.landmarks import N_VERTEBRAE
 from spinecascade.measurement.metrics import normalised_mse
-from spinecascade.method.cascade import Cascade, CascadeConfig, Stage, downsample, normalise_pixels
+from spinecascade.method.augmentation import WarpConfig, Warps
+from spinecascade.method.cascade import Cascade, CascadeConfig, Stage, downsample, standardise
 from spinecascade.method.samples import PreparedImage, pad_batch
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class TrainConfig:
     smooth_l1_beta: float = 1e-3
     batch_images: int = 8
     seed: int = 0
+    augment: bool = False  # warps beyond the paper's mirrors (augmentation.py)
 
 
 class TrainingStopped(Exception):
@@ -111,10 +113,20 @@ class _Trainer:
         self.history: list[dict] = []
 
     # Batches -----------------------------------------------------------------------------------------------
-    def _batch(self, idx: np.ndarray, step: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(self, idx: np.ndarray, step: str, warps: Warps | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         u8, sizes = pad_batch([self.images[i].image for i in idx])
+        images01 = u8.to(self.device).float() / 255.0
+        if warps is not None:
+            images01 = warps.images(images01, sizes.to(self.device))
         factor = getattr(self.cascade.config, step).source_downsample
-        return downsample(normalise_pixels(u8.to(self.device)), factor), sizes.to(self.device)
+        return downsample(standardise(images01), factor), sizes.to(self.device)
+
+    def _warps(self, n: int, *key: int) -> Warps | None:
+        """The same draws for a batch on every rank and on a resumed run: seeded by (seed, *key)."""
+        if not self.train.augment:
+            return None
+        seed = int.from_bytes(hashlib.sha256(repr((self.train.seed, *key)).encode()).digest()[:8], "little")
+        return Warps.draw(n, WarpConfig(), torch.Generator().manual_seed(seed))
 
     @torch.no_grad()
     def run_stage(self, stage: Stage, points: np.ndarray, step: str, batch: int = 16) -> np.ndarray:
@@ -188,13 +200,14 @@ class _Trainer:
         stage.to(self.device)
         if fit_pca and first_epoch == 0:
             offsets = (targets - points).reshape(len(points) * points.shape[1], -1)
+            warps = self._warps(len(points), phase)
+            if warps is not None:  # the shape model also spans the offsets the warps add
+                warped = warps.points(torch.from_numpy(targets), self._sizes()).numpy()
+                offsets = np.concatenate([offsets, (warped - points).reshape(offsets.shape)])
             explained = stage.shape_model.fit(offsets, self.cascade.config.centred_pca,
                                               stage.step.n_components is not None)
             q = stage.shape_model.n_components
             log.info("%s: %d PCA components explain %.4f of the offset variance", name, q, explained[:q].sum())
-        target_coeffs = stage.shape_model.encode(
-            torch.from_numpy((targets - points).reshape(-1, points.shape[2] * 2)).float().to(self.device)
-        ).view(len(points), points.shape[1], -1)
         optimizer = torch.optim.Adam(stage.parameters(), lr=self.train.learning_rate)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=self.train.lr_decay)
         if resume and resume.get("optimizer") and first_epoch > 0:
@@ -205,7 +218,7 @@ class _Trainer:
             model = DistributedDataParallel(model)
         epochs = self._epochs(step)
         for epoch in range(first_epoch, epochs):
-            self._epoch(model, stage, optimizer, points, target_coeffs, step, phase, epoch, name, epochs)
+            self._epoch(model, stage, optimizer, points, targets, step, phase, epoch, name, epochs)
             scheduler.step()
             _sync_buffers(stage)
             if epoch + 1 < epochs:
@@ -224,7 +237,7 @@ class _Trainer:
             return self.train.corner_epochs
         return self.train.epochs
 
-    def _epoch(self, model, stage: Stage, optimizer, points: np.ndarray, target_coeffs: torch.Tensor, step: str,
+    def _epoch(self, model, stage: Stage, optimizer, points: np.ndarray, targets: np.ndarray, step: str,
                phase: int, epoch: int, name: str, epochs: int) -> None:
         stage.train()
         rng = np.random.default_rng([self.train.seed, phase, epoch])
@@ -233,16 +246,24 @@ class _Trainer:
         bar = tqdm(batches, desc=f"{name} epoch {epoch + 1}/{epochs}", disable=not self.progress,
                    leave=False, unit="batch")
         total, count = 0.0, 0
-        for batch in bar:
+        sizes = self._sizes()
+        for number, batch in enumerate(bar):
             if self.should_stop():
                 raise TrainingStopped(f"stopped during {name}, epoch {epoch + 1}")
-            mine = batch[self.rank :: self.world]
-            if len(mine) == 0:
-                mine = batch[:1]
-            source, _ = self._batch(mine, step)
+            part = np.arange(len(batch))[self.rank :: self.world]
+            if len(part) == 0:
+                part = np.arange(1)
+            mine = batch[part]
+            warps = self._warps(len(batch), phase, epoch, number)
+            warps = warps[torch.from_numpy(part)] if warps is not None else None
+            truth = torch.from_numpy(targets[mine])
+            if warps is not None:
+                truth = warps.points(truth, sizes[mine])
+            source, _ = self._batch(mine, step, warps)
             pts = torch.from_numpy(points[mine]).float().to(self.device)
+            coeffs = stage.shape_model.encode((truth.float().to(self.device) - pts).flatten(0, 1))
             pred = model(source, pts)
-            loss = F.smooth_l1_loss(pred, target_coeffs[mine].flatten(0, 1), beta=self.train.smooth_l1_beta)
+            loss = F.smooth_l1_loss(pred, coeffs, beta=self.train.smooth_l1_beta)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -250,6 +271,9 @@ class _Trainer:
             count += len(mine)
             bar.set_postfix(loss=f"{total / count:.4f}")
         self.on_event({"event": "epoch_done", "stage": name, "epoch": epoch + 1, "loss": total / max(count, 1)})
+
+    def _sizes(self) -> torch.Tensor:
+        return torch.tensor([img.size for img in self.images], dtype=torch.float64)
 
     def _mse(self, points: np.ndarray, targets: np.ndarray) -> float:
         sizes = [img.size for img in self.images]

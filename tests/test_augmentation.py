@@ -1,0 +1,65 @@
+"""Training warps: the image and its landmarks move together, identity when off, reproducible from a seed."""
+
+import numpy as np
+import pytest
+import torch
+
+from spinecascade.method.augmentation import WarpConfig, Warps
+
+
+def _blobs(points: np.ndarray, width: int, height: int, pad_w: int) -> torch.Tensor:
+    ys, xs = np.mgrid[0:height, 0:pad_w]
+    img = np.zeros((height, pad_w))
+    for x, y in points:
+        img += np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * 2.0**2))
+    img[:, width:] = 0
+    return torch.from_numpy(img).float()[None, None]
+
+
+def _peak(image: torch.Tensor, near: np.ndarray, radius: int = 6) -> np.ndarray:
+    """Intensity-weighted centre of the blob near a point."""
+    a = image[0, 0].numpy()
+    x0, y0 = np.round(near).astype(int)
+    win = a[y0 - radius : y0 + radius + 1, x0 - radius : x0 + radius + 1]
+    ys, xs = np.mgrid[y0 - radius : y0 + radius + 1, x0 - radius : x0 + radius + 1]
+    return np.array([(xs * win).sum(), (ys * win).sum()]) / win.sum()
+
+
+def test_image_and_points_move_together():
+    width, height = 180, 300
+    points = np.array([[60.0, 50.0], [90.0, 150.0], [120.0, 250.0]])
+    image = _blobs(points, width, height, pad_w=200)
+    sizes = torch.tensor([[width, height]], dtype=torch.float32)
+    strong = WarpConfig(probability=1.0, shift_x=15, shift_y=8, rotation_deg=6, scale=0.08, bend_c=12, bend_s=6)
+    warps = Warps.draw(1, strong, torch.Generator().manual_seed(3))
+    moved = warps.points(torch.from_numpy(points)[None], sizes)[0].numpy()
+    warped = warps.images(image, sizes)
+    assert np.abs(moved - points).max() > 5  # the warp does move things
+    for p in moved:
+        assert np.linalg.norm(_peak(warped, p) - p) < 0.6
+    assert warped[0, 0, :, width:].abs().max() == 0  # nothing spills into the padding
+
+
+def test_probability_zero_is_identity():
+    warps = Warps.draw(4, WarpConfig(probability=0.0), torch.Generator().manual_seed(0))
+    pts = torch.rand(4, 17, 4, 2, dtype=torch.float64) * 100
+    sizes = torch.tensor([[120.0, 200.0]] * 4)
+    assert torch.allclose(warps.points(pts, sizes), pts)
+    image = torch.rand(4, 1, 200, 120)
+    assert (warps.images(image, sizes) - image).abs().max() < 1e-3
+
+
+def test_draws_are_reproducible_and_indexable():
+    a = Warps.draw(6, WarpConfig(), torch.Generator().manual_seed(7))
+    b = Warps.draw(6, WarpConfig(), torch.Generator().manual_seed(7))
+    assert torch.equal(a.angle, b.angle) and torch.equal(a.shift, b.shift)
+    part = a[torch.tensor([1, 4])]
+    assert torch.equal(part.bend_c, a.bend_c[[1, 4]])
+    assert part.gamma.shape == (2,)
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 17, 2), (3, 17, 4, 2)])
+def test_points_keep_their_shape(shape):
+    warps = Warps.draw(3, WarpConfig(probability=1.0), torch.Generator().manual_seed(1))
+    pts = torch.rand(*shape, dtype=torch.float64) * 100
+    assert warps.points(pts, torch.tensor([[100.0, 200.0]] * 3)).shape == shape
