@@ -21,7 +21,7 @@ from test_images import patch_png_size, write_dicom
 
 from spinecascade.io.labels import LandmarkLabel, label_to_json_dict, label_to_mrk_dict
 from spinecascade.landmarks import CORNERS, VERTEBRAE
-from spinecascade.method.model_file import read_metadata
+from spinecascade.method.model_file import load_model, read_metadata
 
 pytestmark = pytest.mark.server
 scoliosis_server = server_fixture.scoliosis_server
@@ -311,6 +311,7 @@ def test_training_publishes_a_model_that_inference_uses_at_once(scoliosis_server
     assert after != before and stats["model_version"] == after and stats["previous_version"] == before
     assert version(Path(stats["previous_model"])) == before
     assert server.infer("spine-0").json()["model"]["version"] == after
+    assert load_model(server.model)[1]["train"]["augment"] is True  # the app's default
 
 
 def test_stopped_training_leaves_the_model_alone(scoliosis_server: Server):

@@ -25,6 +25,7 @@ OPTIONS = {
     "learning_rate": "learning rate when fine-tuning (default 2e-4)",
     "scratch_learning_rate": "learning rate when training from scratch (default 5e-4)",
     "batch_images": "images per training batch (default 8)",
+    "augment": "warp the films in training beyond mirroring them: shift, tilt, scale, bend, gamma (default true)",
     "min_scratch_images": "final labels needed before training from scratch (default 20)",
     "on_demand_scores": "unscored images the active-learning strategy may score per request (default 8)",
 }
@@ -44,6 +45,7 @@ class TrainDefaults:
     scratch_learning_rate: float = 5e-4
     batch_images: int = 8
     min_scratch_images: int = 20
+    augment: bool = True
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class AppConfig:
             scratch_learning_rate=_positive(conf, "scratch_learning_rate", float, base.scratch_learning_rate),
             batch_images=_positive(conf, "batch_images", int, base.batch_images),
             min_scratch_images=_positive(conf, "min_scratch_images", int, base.min_scratch_images),
+            augment=flag(conf["augment"], "--conf augment") if "augment" in conf else base.augment,
         )
         return cls(
             model_path=model.resolve(),

@@ -5,8 +5,8 @@ library's per-epoch checkpoint and atomic model writes make that safe, and a sto
 the same labels and settings resumes where it was. With `multi_gpu` and more than one GPU the run is started
 under torchrun, one process per GPU; otherwise it runs right here.
 
-Request parameters (JSON body): epochs, corner_epochs, learning_rate, batch_images, seed, from_scratch,
-multi_gpu, device. Defaults come from the app configuration.
+Request parameters (JSON body): epochs, corner_epochs, learning_rate, batch_images, seed, augment,
+from_scratch, multi_gpu, device. Defaults come from the app configuration.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ class VertebralLandmarksTrain(TrainTask):
         """What a client may change; shown in /info and offered by MONAI Label clients."""
         defaults = self.app_config.train
         return {"epochs": defaults.epochs, "learning_rate": defaults.learning_rate,
-                "batch_images": defaults.batch_images, "from_scratch": False, "multi_gpu": True, "gpus": "all"}
+                "batch_images": defaults.batch_images, "augment": defaults.augment, "from_scratch": False,
+                "multi_gpu": True, "gpus": "all"}
 
     def stats(self) -> dict[str, Any]:
         return read_status(self.app_config.model_path.parent / STATS_FILE)
@@ -67,6 +68,7 @@ class VertebralLandmarksTrain(TrainTask):
             "epochs": defaults.scratch_epochs if from_scratch else defaults.epochs,
             "learning_rate": defaults.scratch_learning_rate if from_scratch else defaults.learning_rate,
             "batch_images": defaults.batch_images,
+            "augment": flag(request.get("augment", defaults.augment), "augment"),
         }
         for key in (*_INT_PARAMS, "learning_rate"):
             if request.get(key) is not None:
