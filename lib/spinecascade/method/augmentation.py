@@ -80,24 +80,30 @@ class Warps:
         out_y = centre[:, 1].view(view) + s * (sin * dx + cos * dy) + self.shift[:, 1].view(view)
         return torch.stack([out_x, out_y], dim=-1)
 
+    def to(self, device: torch.device) -> Warps:
+        return Warps(*(t.to(device) for t in (self.shift, self.angle, self.scale, self.bend_c, self.bend_s,
+                                                self.gamma)))
+
     def images(self, images01: Tensor, sizes: Tensor) -> Tensor:
         """Resample (n, 1, H, W) images in [0, 1] (zero-padded beyond each image's size) by T, then gamma."""
         n, _, h, w = images01.shape
-        sizes = sizes.double()
-        dtype = torch.float64
-        ys, xs = torch.meshgrid(torch.arange(h, dtype=dtype), torch.arange(w, dtype=dtype), indexing="ij")
-        centre = sizes.double() / 2
+        device = images01.device
+        warps, sizes = self.to(device), sizes.to(device, torch.float64)
+        ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64, device=device),
+                                torch.arange(w, dtype=torch.float64, device=device), indexing="ij")
+        centre = sizes[:, :, None, None] / 2
         # T^-1: undo the similarity, then the bend (which moves x only, by an amount that depends on y).
-        dx = xs[None] - centre[:, 0, None, None] - self.shift[:, 0, None, None]
-        dy = ys[None] - centre[:, 1, None, None] - self.shift[:, 1, None, None]
-        cos, sin = torch.cos(self.angle)[:, None, None], torch.sin(self.angle)[:, None, None]
-        s = self.scale[:, None, None]
-        src_x = centre[:, 0, None, None] + (cos * dx + sin * dy) / s
-        src_y = centre[:, 1, None, None] + (-sin * dx + cos * dy) / s
-        src_x = src_x - self._bend(src_y, sizes[:, 1].double())
+        dx = xs[None] - centre[:, 0] - warps.shift[:, 0, None, None]
+        dy = ys[None] - centre[:, 1] - warps.shift[:, 1, None, None]
+        cos, sin = torch.cos(warps.angle)[:, None, None], torch.sin(warps.angle)[:, None, None]
+        s = warps.scale[:, None, None]
+        src_x = centre[:, 0] + (cos * dx + sin * dy) / s
+        src_y = centre[:, 1] + (-sin * dx + cos * dy) / s
+        src_x = src_x - warps._bend(src_y, sizes[:, 1])
         grid = torch.stack([(2 * src_x + 1) / w - 1, (2 * src_y + 1) / h - 1], dim=-1)
-        warped = F.grid_sample(images01, grid.to(images01), mode="bilinear", padding_mode="zeros",
+        warped = F.grid_sample(images01, grid.to(images01.dtype), mode="bilinear", padding_mode="zeros",
                                align_corners=False)
         # Content moved past an image's own edge stays out of it: beyond it a batch holds padding.
         inside = (xs[None] < sizes[:, 0, None, None]) & (ys[None] < sizes[:, 1, None, None])
-        return warped.clamp(0, 1) ** self.gamma.to(images01).view(n, 1, 1, 1) * inside[:, None].to(images01)
+        gamma = warps.gamma.to(images01.dtype).view(n, 1, 1, 1)
+        return warped.clamp(0, 1) ** gamma * inside[:, None].to(images01.dtype)
