@@ -32,11 +32,13 @@ def test_defaults_serve_the_shipped_model(tmp_path):
 def test_every_option_can_be_set(tmp_path):
     conf = {"model_path": str(tmp_path / "m.safetensors"), "device": "cuda:1", "threads": "1", "epochs": "3",
             "scratch_epochs": "5", "learning_rate": "1e-4", "scratch_learning_rate": "1e-3", "batch_images": "4",
-            "min_scratch_images": "10", "augment": "off", "on_demand_scores": "2", "server_mode": "true"}
+            "min_scratch_images": "10", "augment": "off", "lr_decay": "0.7", "scratch_lr_decay": "1",
+            "on_demand_scores": "2", "server_mode": "true"}
     app = config.AppConfig.from_conf(tmp_path, conf)
     assert app.model_path == tmp_path / "m.safetensors"
     assert (app.device, app.threads, app.on_demand_scores) == ("cuda:1", 1, 2)
-    assert app.train == config.TrainDefaults(3, 5, 1e-4, 1e-3, 4, 10, augment=False)
+    assert app.train == config.TrainDefaults(3, 5, 1e-4, 1e-3, 4, 10, augment=False, lr_decay=0.7,
+                                             scratch_lr_decay=1.0)
     assert set(conf) - {"server_mode"} == set(config.OPTIONS)
 
 
@@ -47,6 +49,7 @@ def test_every_option_can_be_set(tmp_path):
         ({"threads": "two"}, "expected an integer"),
         ({"epochs": "0"}, "must be positive"),
         ({"learning_rate": "-1"}, "must be positive"),
+        ({"scratch_lr_decay": "1.5"}, "scratch_lr_decay '1.5': must be at most 1"),
         ({"device": "tpu"}, "expected cpu, cuda or cuda:N"),
         ({"augment": "maybe"}, "augment 'maybe': expected true or false"),
     ],

@@ -299,7 +299,7 @@ def _train_status(server: Server) -> str:
 def test_training_publishes_a_model_that_inference_uses_at_once(scoliosis_server: Server):
     server = scoliosis_server
     before = version(server.model)
-    response = server.request("POST", f"/train/{TASK}", json={"epochs": 1})
+    response = server.request("POST", f"/train/{TASK}", json={"epochs": 1, "lr_decay": 0.7})
     assert response.status_code == 200, response.text
     server.wait_for("training", lambda: _train_status(server) in FINISHED, every=2.0)
     stats = server.request("GET", "/info/").json()["train_stats"][TASK]
@@ -311,7 +311,8 @@ def test_training_publishes_a_model_that_inference_uses_at_once(scoliosis_server
     assert after != before and stats["model_version"] == after and stats["previous_version"] == before
     assert version(Path(stats["previous_model"])) == before
     assert server.infer("spine-0").json()["model"]["version"] == after
-    assert load_model(server.model)[1]["train"]["augment"] is True  # the app's default
+    trained = load_model(server.model)[1]["train"]
+    assert trained["augment"] is True and trained["lr_decay"] == 0.7  # the app's default, and the request's
 
 
 def test_stopped_training_leaves_the_model_alone(scoliosis_server: Server):
@@ -325,9 +326,15 @@ def test_stopped_training_leaves_the_model_alone(scoliosis_server: Server):
     assert server.infer("spine-0").json()["model"]["version"] == before
 
 
-def test_training_from_scratch_needs_enough_labels(scoliosis_server: Server):
+@pytest.mark.parametrize(("request_body", "message"), [
+    ({"from_scratch": True}, "at least 20 final labels"),
+    ({"lr_decay": 2}, "lr_decay 2: must be at most 1"),
+])
+def test_training_refuses_what_it_cannot_do(scoliosis_server: Server, request_body: dict, message: str):
     server = scoliosis_server
-    assert server.request("POST", f"/train/{TASK}", json={"from_scratch": True}).status_code == 200
+    before = version(server.model)
+    assert server.request("POST", f"/train/{TASK}", json=request_body).status_code == 200
     server.wait_for("training", lambda: _train_status(server) in FINISHED, every=2.0)
     stats = server.request("GET", "/info/").json()["train_stats"][TASK]
-    assert stats["status"] == "ERROR" and "at least 20 final labels" in stats["message"]
+    assert stats["status"] == "ERROR" and message in stats["message"], stats
+    assert version(server.model) == before

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from spinecascade.cli.options import add_precision_option
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".dcm", ".nrrd", ".nii", ".gz", ".tif", ".tiff", ".bmp"}
 SAMPLE_STUDIES = Path(__file__).resolve().parents[3] / "apps" / "scoliosis" / "sample_studies"
 
@@ -29,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=8, help="images per batch for the throughput figure")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--device", default=None)
+    add_precision_option(p)
     p.add_argument("--no-mirror", action="store_true",
                    help="predict without the mirror view: half the work, but no uncertainty")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -57,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as scratch:
         images = _images(args.images, Path(scratch))
-        predictor = Predictor(args.model, device=args.device, mirror=not args.no_mirror)
+        predictor = Predictor(args.model, device=args.device, mirror=not args.no_mirror,
+                              precision=args.precision)
         for path in images[:2]:
             predictor.predict(path)
         latencies, parts = [], []
@@ -75,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         "device": str(predictor.device),
         "threads": torch.get_num_threads(),
         "mirror_view": predictor.mirror,
+        "precision": predictor.precision,
         "model_version": predictor.version,
         "images": len(images),
         "latency_ms": {"median": float(np.median(latencies)), "p90": float(np.percentile(latencies, 90)),
@@ -88,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     lat = result["latency_ms"]
     print(f"device {result['device']}, {result['threads']} threads, model {result['model_version']}, "
-          f"{len(images)} image(s), {'with' if predictor.mirror else 'without'} the mirror view")
+          f"{predictor.precision} encoders, {len(images)} image(s), "
+          f"{'with' if predictor.mirror else 'without'} the mirror view")
     print(f"latency   median {lat['median']:.1f} ms   p90 {lat['p90']:.1f} ms   (end to end, file to angles)")
     print("breakdown " + "  ".join(f"{k} {v:.1f} ms" for k, v in result["breakdown_ms"].items()))
     print(f"batch     {throughput:.2f} images/s (batch of {args.batch})")

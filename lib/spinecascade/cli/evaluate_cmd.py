@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from spinecascade.cli.options import SPLIT_CHOICES, dataset_split
+from spinecascade.cli.options import SPLIT_CHOICES, add_precision_option, dataset_split
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-bad-labels", action="store_true",
                    help="leave out images whose labels the checker flags (see check-labels): their truth is wrong")
     p.add_argument("--device", default=None)
+    add_precision_option(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -37,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
         flagged = [bool(check_landmarks(s.landmarks, s.width, s.height)) for s in samples]
         skipped = [s.name for s, bad in zip(samples, flagged) if bad]
         samples = [s for s, bad in zip(samples, flagged) if not bad]
-    result = evaluate_predictor(Predictor(args.model, device=args.device), samples, progress=not args.json)
+    predictor = Predictor(args.model, device=args.device, precision=args.precision)
+    result = evaluate_predictor(predictor, samples, progress=not args.json)
     d = result.as_dict()
     if args.json:
         print(json.dumps({"split": args.split, "skipped_bad_labels": skipped, **d}, indent=1))

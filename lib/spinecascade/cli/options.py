@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from spinecascade.io.dataset import AasceDataset, Sample
@@ -13,3 +14,9 @@ _SPLITS = {"consistent": "consistent-train", "consistent-test": "consistent-test
 def dataset_split(root: Path, folder: str, split: str) -> list[Sample]:
     """The samples of one split of an AASCE-layout folder."""
     return AasceDataset(root, folder).split(_SPLITS[split])
+
+
+def add_precision_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                        help="number format of the encoders (default float32; bfloat16 is faster on CPUs with native "
+                        "bfloat16, AVX-512 BF16 or AMX, and moves the landmarks by a few pixels)")

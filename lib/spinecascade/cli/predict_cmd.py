@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from spinecascade.cli.options import add_precision_option
 from spinecascade.errors import SpineCascadeError
 
 
@@ -19,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mrk", action="store_true", help="also write 3D Slicer .mrk.json")
     p.add_argument("--overlay", action="store_true", help="also write a PNG with the corners and angles drawn")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
+    add_precision_option(p)
     p.add_argument("--batch-size", type=int, default=4)
 
 
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from spinecascade.io.overlay import write_overlay
     from spinecascade.method.prediction import Predictor
 
-    predictor = Predictor(args.model, device=args.device)
+    predictor = Predictor(args.model, device=args.device, precision=args.precision)
     single = len(args.images) == 1
     for start in range(0, len(args.images), args.batch_size):
         paths = args.images[start : start + args.batch_size]

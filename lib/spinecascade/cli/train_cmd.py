@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corner-epochs", type=int, default=None, help="epochs per step-2 stage (default: --epochs)")
     p.add_argument("--batch-images", type=int, default=8, help="images per batch (default: 8)")
     p.add_argument("--learning-rate", type=float, default=5e-4)
+    p.add_argument("--lr-decay", type=_decay_factor, default=0.5,
+                   help="learning-rate factor after every epoch (paper: 0.5; the shipped model: 0.9)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--config", choices=("paper", "small"), default="paper",
                    help="paper: the published cascade (default); small: a tiny one for demos and tests")
@@ -36,6 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
     p.add_argument("--keep-bad-labels", action="store_true",
                    help="train on labels the checker rejects instead of repairing or excluding them")
+
+
+def _decay_factor(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1]")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     images, cleaning = load_training_images(samples, config.preprocess, clean=not args.keep_bad_labels,
                                             progress=rank == 0)
     train = TrainConfig(epochs=args.epochs, corner_epochs=args.corner_epochs, learning_rate=args.learning_rate,
-                        batch_images=args.batch_images, seed=args.seed, augment=args.augment)
+                        lr_decay=args.lr_decay, batch_images=args.batch_images, seed=args.seed, augment=args.augment)
     checkpoint = args.out.with_name(args.out.name + ".checkpoint")
     start = time.time()
     cascade, history = train_cascade(images, checkpoint, config, train, base=base, device=args.device)

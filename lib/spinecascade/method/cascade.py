@@ -80,7 +80,8 @@ class Stage(nn.Module):
         crop = (self.step.crop_size[0] / d, self.step.crop_size[1] / d)
         flat = (points.reshape(b, s * self.n_points, 2) + 0.5) / d - 0.5
         patches = crop_patches(source, flat, crop, self.step.patch_size, self.encoder.input_stride)
-        codes = self.encoder(patches.contiguous(memory_format=torch.channels_last))
+        dtype = next(self.encoder.parameters()).dtype  # bfloat16 when the predictor asks for it
+        codes = self.encoder(patches.to(dtype).contiguous(memory_format=torch.channels_last)).float()
         return self.head(codes.view(b * s, self.n_points * codes.shape[1]))
 
     def forward(self, source: Tensor, points: Tensor) -> Tensor:

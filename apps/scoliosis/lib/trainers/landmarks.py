@@ -5,7 +5,7 @@ library's per-epoch checkpoint and atomic model writes make that safe, and a sto
 the same labels and settings resumes where it was. With `multi_gpu` and more than one GPU the run is started
 under torchrun, one process per GPU; otherwise it runs right here.
 
-Request parameters (JSON body): epochs, corner_epochs, learning_rate, batch_images, seed, augment,
+Request parameters (JSON body): epochs, corner_epochs, learning_rate, lr_decay, batch_images, seed, augment,
 from_scratch, multi_gpu, device. Defaults come from the app configuration.
 """
 
@@ -41,7 +41,7 @@ class VertebralLandmarksTrain(TrainTask):
     def config(self) -> dict[str, Any]:
         """What a client may change; shown in /info and offered by MONAI Label clients."""
         defaults = self.app_config.train
-        return {"epochs": defaults.epochs, "learning_rate": defaults.learning_rate,
+        return {"epochs": defaults.epochs, "learning_rate": defaults.learning_rate, "lr_decay": defaults.lr_decay,
                 "batch_images": defaults.batch_images, "augment": defaults.augment, "from_scratch": False,
                 "multi_gpu": True, "gpus": "all"}
 
@@ -67,12 +67,15 @@ class VertebralLandmarksTrain(TrainTask):
         train: dict[str, Any] = {
             "epochs": defaults.scratch_epochs if from_scratch else defaults.epochs,
             "learning_rate": defaults.scratch_learning_rate if from_scratch else defaults.learning_rate,
+            "lr_decay": defaults.scratch_lr_decay if from_scratch else defaults.lr_decay,
             "batch_images": defaults.batch_images,
             "augment": flag(request.get("augment", defaults.augment), "augment"),
         }
-        for key in (*_INT_PARAMS, "learning_rate"):
+        for key in (*_INT_PARAMS, "learning_rate", "lr_decay"):
             if request.get(key) is not None:
                 train[key] = _number(request[key], key, int if key in _INT_PARAMS else float)
+        if train["lr_decay"] > 1:
+            raise TrainError(f"lr_decay {request['lr_decay']!r}: must be at most 1")
         device = request.get("device") or self.app_config.device
         if device is not None and str(device).split(":")[0] not in ("cpu", "cuda"):
             raise TrainError(f"device {device!r}: expected cpu, cuda or cuda:N")
