@@ -205,8 +205,9 @@ def test_training_killed_and_restarted_resumes_to_the_same_model(synthetic_datas
     subprocess.run([*SPINECASCADE, *_train_args(synthetic_dataset, resumed, *recipe)], check=True, env=env,
                    capture_output=True)
     assert not checkpoint.exists()
-    trained = load_model(resumed)[1]["train"]
-    assert (trained["augment"], trained["lr_decay"]) == (True, 0.9)
+    info = load_model(resumed)[1]
+    assert (info["train"]["augment"], info["train"]["lr_decay"]) == (True, 0.9)
+    assert len(info["history"]) == 4 and all(stage["seconds"] > 0 for stage in info["history"])
     a, b = _tensors(whole), _tensors(resumed)
     assert a.keys() == b.keys()
     for key in a:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,7 @@ class _Trainer:
         self.on_event = on_event or (lambda event: None)
         self.should_stop = should_stop or (lambda: False)
         self.history: list[dict] = []
+        self.stage_started = time.monotonic()
 
     # Batches -----------------------------------------------------------------------------------------------
     def _batch(self, idx: np.ndarray, step: str, warps: Warps | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,6 +154,7 @@ class _Trainer:
             "optimizer": optimizer.state_dict() if optimizer else None,
             "scheduler": scheduler.state_dict() if scheduler else None,
             "history": self.history,
+            "stage_seconds": time.monotonic() - self.stage_started,
         }
         self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.checkpoint) as tmp:
@@ -197,6 +200,8 @@ class _Trainer:
         n_stages = self.cascade.config.n_stages
         name = f"{step} stage {index + 1}/{n_stages}"
         targets = _targets(self.images, step)
+        resumed_seconds = resume.get("stage_seconds", 0.0) if resume and first_epoch > 0 else 0.0
+        self.stage_started = time.monotonic() - resumed_seconds
         stage.to(self.device)
         if fit_pca and first_epoch == 0:
             offsets = (targets - points).reshape(len(points) * points.shape[1], -1)
@@ -225,8 +230,9 @@ class _Trainer:
                 self.save(phase, epoch + 1, points, optimizer, scheduler)
         new_points = self.run_stage(stage, points, step)
         mse = self._mse(new_points, targets)
-        self.history.append({"stage": name, "train_mse": mse})
-        log.info("%s done: training-set normalised MSE %.3e (before %.3e)", name, mse,
+        seconds = round(time.monotonic() - self.stage_started, 1)
+        self.history.append({"stage": name, "train_mse": mse, "seconds": seconds})
+        log.info("%s done in %.0f s: training-set normalised MSE %.3e (before %.3e)", name, seconds, mse,
                  self._mse(points, targets))
         self.on_event({"event": "stage_done", "stage": name, "train_mse": mse})
         self.save(phase + 1, 0, new_points, None, None)
