@@ -1,9 +1,11 @@
 """Step-1 centre MSE after each stage, for one or more models: the paper's Fig. 7a (PCA or raw offsets).
 
 The centre MSE is Eq. 13 over the 17 vertebra centres (the means of the ground-truth corners), one view, no mirror
-averaging, so that models differing only in their step 1 compare on the same footing.
+averaging, so that models differing only in their step 1 compare on the same footing. With --corners, also the
+corner MSE (Eq. 13 over the 68 corners, one view) at step 2's start (the mean corner layout at the final centres)
+and after each of its stages.
 
-Run: python benchmarks/centre_stages.py ../shared/aasce MODEL [MODEL ...] [--split consistent-test]
+Run: python benchmarks/centre_stages.py ../shared/aasce MODEL [MODEL ...] [--split consistent-test] [--corners]
 """
 
 from __future__ import annotations
@@ -22,20 +24,28 @@ from spinecascade.method.model_file import load_model
 from spinecascade.method.samples import load_prepared, pad_batch
 
 
-def centre_mse_per_stage(model: Path, data: Path, split: str) -> np.ndarray:
-    """(n_images, n_stages + 1): stage 0 is the mean-shape start."""
+def mse_per_stage(model: Path, data: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and corner MSE, each (n_images, n_stages + 1): stage 0 is the step's start."""
     cascade, _ = load_model(model)
     cascade.eval()
-    rows = []
+    centre_rows, corner_rows = [], []
+    stages = range(cascade.config.n_stages + 1)
     with torch.inference_mode():
         for sample in tqdm(AasceDataset(data).split(split), desc=model.name, unit="image"):
             image = load_prepared(sample.name, sample.image_path, sample.landmarks, cascade.config.preprocess)
             u8, sizes = pad_batch([image.image])
             pixels = normalise_pixels(u8)
-            truth = image.landmarks.mean(axis=1)
-            rows.append([normalised_mse(cascade.run_centres(pixels, sizes, stages)[0].numpy(), truth, *image.size)
-                         for stages in range(cascade.config.n_stages + 1)])
-    return np.array(rows)
+            centres = [cascade.run_centres(pixels, sizes, n) for n in stages]
+            centre_rows.append([normalised_mse(c[0].numpy(), image.landmarks.mean(axis=1), *image.size)
+                                for c in centres])
+            corner_rows.append([normalised_mse(cascade.run_corners(pixels, centres[-1], n)[0].numpy(),
+                                               image.landmarks, *image.size) for n in stages])
+    return np.array(centre_rows), np.array(corner_rows)
+
+
+def _line(name: str, what: str, mse: np.ndarray) -> str:
+    stages = "  ".join(f"stage {k}: {m:.3e}" for k, m in enumerate(mse.mean(axis=0)))
+    return f"{name}: {what} MSE over {len(mse)} images  {stages}  (last stage median {np.median(mse[:, -1]):.3e})"
 
 
 def main() -> None:
@@ -43,12 +53,13 @@ def main() -> None:
     parser.add_argument("data", type=Path)
     parser.add_argument("models", type=Path, nargs="+")
     parser.add_argument("--split", choices=SPLITS, default="consistent-test")
+    parser.add_argument("--corners", action="store_true", help="also step 2, from its start through its stages")
     args = parser.parse_args()
     for model in args.models:
-        mse = centre_mse_per_stage(model, args.data, args.split)
-        stages = "  ".join(f"stage {k}: {m:.3e}" for k, m in enumerate(mse.mean(axis=0)))
-        median = np.median(mse[:, -1])
-        print(f"{model.name}: centre MSE over {len(mse)} images  {stages}  (last stage median {median:.3e})")
+        centres, corners = mse_per_stage(model, args.data, args.split)
+        print(_line(model.name, "centre", centres))
+        if args.corners:
+            print(_line(model.name, "corner", corners))
 
 
 if __name__ == "__main__":
