@@ -8,9 +8,11 @@
    coordinate offsets (the paper's ablation, Fig. 7a, at a much smaller training budget).
 4. The learning-rate schedule: the step-1 stage with the training warps, its learning rate halved after every
    epoch (the paper) or multiplied by 0.9 (run with --epochs 8, the paper's epochs per stage).
+5. The strength of the training warps: the same step-1 stage (lr x0.9 per epoch) with the warps' geometric
+   ranges multiplied by each of --warp-strengths.
 
-Run: python benchmarks/design_choices.py ../shared/aasce [--epochs 2] [--only pca|crop|geometry|schedule]
-     [--lr-decays 0.5 0.9]
+Run: python benchmarks/design_choices.py ../shared/aasce [--epochs 2] [--only pca|crop|geometry|schedule|warps]
+     [--lr-decays 0.5 0.9] [--warp-strengths 1 2]
 """
 
 from __future__ import annotations
@@ -48,9 +50,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("data", type=Path)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--only", choices=("geometry", "crop", "pca", "schedule"), default=None)
+    parser.add_argument("--only", choices=("geometry", "crop", "pca", "schedule", "warps"), default=None)
     parser.add_argument("--lr-decays", type=float, nargs="+", default=[0.5, 0.9],
                         help="learning-rate factors per epoch to compare (schedule)")
+    parser.add_argument("--warp-strengths", type=float, nargs="+", default=[1.0, 2.0],
+                        help="multipliers of the warps' geometric ranges to compare (warps)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     torch.manual_seed(0)
@@ -88,6 +92,10 @@ def main() -> None:
     if args.only in (None, "schedule"):
         variants += [(f"warps, lr x{decay} per epoch", (192, 80), (80, 48), 8,
                       replace(paper, augment=True, lr_decay=decay)) for decay in args.lr_decays]
+    if args.only in (None, "warps"):
+        variants += [(f"warps x{strength}, lr x0.9 per epoch", (192, 80), (80, 48), 8,
+                      replace(paper, augment=True, lr_decay=0.9, warp_strength=strength))
+                     for strength in args.warp_strengths]
     for label, crop, patch, q, train in variants:
         cfg = CascadeConfig(centre=StepConfig(crop, patch, q, 2))
         torch.manual_seed(0)

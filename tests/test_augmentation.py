@@ -63,3 +63,16 @@ def test_points_keep_their_shape(shape):
     warps = Warps.draw(3, WarpConfig(probability=1.0), torch.Generator().manual_seed(1))
     pts = torch.rand(*shape, dtype=torch.float64) * 100
     assert warps.points(pts, torch.tensor([[100.0, 200.0]] * 3)).shape == shape
+
+
+def test_strength_scales_the_geometry_only():
+    base = WarpConfig()
+    doubled = base.scaled(2.0)
+    for name in ("shift_x", "shift_y", "rotation_deg", "scale", "bend_c", "bend_s"):
+        assert getattr(doubled, name) == 2 * getattr(base, name)
+    assert (doubled.gamma, doubled.probability) == (base.gamma, base.probability)
+    sizes = torch.tensor([[250.0, 680.0]] * 64)
+    points = torch.rand(64, 17, 2, dtype=torch.float64) * sizes[:, None].double()
+    moves = [(Warps.draw(64, cfg, torch.Generator().manual_seed(1)).points(points, sizes) - points).abs().mean()
+             for cfg in (base, doubled)]
+    assert moves[1] > 1.5 * moves[0]

@@ -9,7 +9,7 @@ stage meets on films it has not seen: the spine displaced sideways, tilted, or m
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,12 @@ class WarpConfig:
     bend_c: float = 15.0  # amplitude of a one-arc (C) lateral bend
     bend_s: float = 8.0  # amplitude of a two-arc (S) lateral bend
     gamma: float = 0.2  # log-uniform in [1 / (1 + g), 1 + g]
+
+    def scaled(self, strength: float) -> WarpConfig:
+        """The geometric ranges (shift, tilt, scale, bends) times `strength`; gamma and probability as they are."""
+        return replace(self, shift_x=self.shift_x * strength, shift_y=self.shift_y * strength,
+                       rotation_deg=self.rotation_deg * strength, scale=self.scale * strength,
+                       bend_c=self.bend_c * strength, bend_s=self.bend_s * strength)
 
 
 @dataclass

@@ -46,6 +46,7 @@ class TrainConfig:
     batch_images: int = 8
     seed: int = 0
     augment: bool = False  # warps beyond the paper's mirrors (augmentation.py)
+    warp_strength: float = 1.0  # multiplies the warps' geometric ranges
 
 
 class TrainingStopped(Exception):
@@ -128,7 +129,7 @@ class _Trainer:
         if not self.train.augment:
             return None
         seed = int.from_bytes(hashlib.sha256(repr((self.train.seed, *key)).encode()).digest()[:8], "little")
-        return Warps.draw(n, WarpConfig(), torch.Generator().manual_seed(seed))
+        return Warps.draw(n, WarpConfig().scaled(self.train.warp_strength), torch.Generator().manual_seed(seed))
 
     @torch.no_grad()
     def run_stage(self, stage: Stage, points: np.ndarray, step: str, batch: int = 16) -> np.ndarray:
