@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import tempfile
 import time
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]  # other work on the machine slows every figure below
     with tempfile.TemporaryDirectory() as scratch:
         images = _images(args.images, Path(scratch))
         predictor = Predictor(args.model, device=args.device, mirror=not args.no_mirror,
@@ -78,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     result = {
         "device": str(predictor.device),
         "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "load_average_before": load_before,
         "mirror_view": predictor.mirror,
         "precision": predictor.precision,
         "model_version": predictor.version,
@@ -94,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     lat = result["latency_ms"]
     print(f"device {result['device']}, {result['threads']} threads, model {result['model_version']}, "
           f"{predictor.precision} encoders, {len(images)} image(s), "
-          f"{'with' if predictor.mirror else 'without'} the mirror view")
+          f"{'with' if predictor.mirror else 'without'} the mirror view; {result['cpus']} CPUs, load average "
+          f"{load_before:.2f} before the run")
     print(f"latency   median {lat['median']:.1f} ms   p90 {lat['p90']:.1f} ms   (end to end, file to angles)")
     print("breakdown " + "  ".join(f"{k} {v:.1f} ms" for k, v in result["breakdown_ms"].items()))
     print(f"batch     {throughput:.2f} images/s (batch of {args.batch})")
