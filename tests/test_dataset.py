@@ -69,9 +69,19 @@ def test_consistent_split_keeps_last_50_for_test(tmp_path: Path) -> None:
     train, test = dataset.split("consistent-train"), dataset.split("consistent-test")
     assert [s.name for s in train + test] == dataset.names == [s.name for s in dataset.split("all")]
     assert (len(train), len(test)) == (3, 50)
-    assert SPLITS == ("consistent-train", "consistent-test", "all")
+    assert SPLITS == ("consistent-train", "consistent-test", "all", "consistent-fit", "consistent-val")
     with pytest.raises(DatasetError, match="unknown split 'val'"):
         dataset.split("val")
+    with pytest.raises(DatasetError, match="consistent-fit needs more than 100 images"):
+        dataset.split("consistent-fit")
+
+
+def test_validation_split_inside_the_consistent_training_part(tmp_path: Path) -> None:
+    make_dataset(tmp_path, 103, size=(16, 16))
+    dataset = AasceDataset(tmp_path)
+    fit, val = dataset.split("consistent-fit"), dataset.split("consistent-val")
+    assert (len(fit), len(val)) == (3, 50)
+    assert [s.name for s in fit + val] == [s.name for s in dataset.split("consistent-train")]
 
 
 def test_consistent_split_needs_more_than_50_images(tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, required=True, help="AASCE-layout folder")
     p.add_argument("--folder", default="training")
     p.add_argument("--split", choices=SPLIT_CHOICES, default="consistent-test",
-                   help="consistent-test: the last 50 images (default); consistent: the first 431; all")
+                   help="consistent-test: the last 50 images (default); consistent: the first 431; all; "
+                   "consistent-val: images 382-431, to validate a model trained on consistent-fit (1-381)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
     p.add_argument("--skip-bad-labels", action="store_true",
                    help="leave out images whose labels the checker flags (see check-labels): their truth is wrong")

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from spinecascade.io.dataset import AasceDataset, Sample
 
-SPLIT_CHOICES = ("consistent", "consistent-test", "all")
-_SPLITS = {"consistent": "consistent-train", "consistent-test": "consistent-test", "all": "all"}
+SPLIT_CHOICES = ("consistent", "consistent-test", "all", "consistent-fit", "consistent-val")
+_SPLITS = {"consistent": "consistent-train", "consistent-test": "consistent-test", "all": "all",
+           "consistent-fit": "consistent-fit", "consistent-val": "consistent-val"}
 
 
 def dataset_split(root: Path, folder: str, split: str) -> list[Sample]:

@@ -28,8 +28,10 @@ from spinecascade.landmarks import denormalise
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("consistent-train", "consistent-test", "all")
+SPLITS = ("consistent-train", "consistent-test", "all", "consistent-fit", "consistent-val")
 # The consistent split: the last 50 rows of filenames.csv are the test set, the rest (431 in AASCE) train.
+# Choices are made without the test set: the last 50 training rows validate ("consistent-val") what is trained
+# on the rows before them ("consistent-fit", 381 in AASCE).
 CONSISTENT_TEST_SIZE = 50
 
 
@@ -101,7 +103,8 @@ class AasceDataset:
         return [s.name for s in self.samples]
 
     def split(self, name: str) -> list[Sample]:
-        """Samples of a split in SPLITS; the consistent split cuts filenames.csv after all but 50 rows."""
+        """Samples of a split in SPLITS; the consistent split cuts filenames.csv after all but 50 rows, and its
+        training part again after all but 50 rows for consistent-fit / consistent-val."""
         if name == "all":
             return list(self.samples)
         if name not in SPLITS:
@@ -112,7 +115,16 @@ class AasceDataset:
                 f"this folder has {len(self.samples)}"
             )
         cut = len(self.samples) - CONSISTENT_TEST_SIZE
-        return list(self.samples[:cut] if name == "consistent-train" else self.samples[cut:])
+        if name == "consistent-test":
+            return list(self.samples[cut:])
+        train = self.samples[:cut]
+        if name == "consistent-train":
+            return list(train)
+        if len(train) <= CONSISTENT_TEST_SIZE:
+            raise DatasetError(f"{self.label_dir}: {name} needs more than {2 * CONSISTENT_TEST_SIZE} images, "
+                               f"this folder has {len(self.samples)}")
+        fit_cut = len(train) - CONSISTENT_TEST_SIZE
+        return list(train[:fit_cut] if name == "consistent-fit" else train[fit_cut:])
 
     def _angles(self, rows: int) -> np.ndarray | None:
         path = self.label_dir / "angles.csv"
