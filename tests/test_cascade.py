@@ -168,6 +168,35 @@ def test_incompatible_model_version_is_refused(tiny_model: Path, tmp_path: Path)
         load_model(future)
 
 
+def test_prediction_stages_choose_how_many_stages_run_and_mark_the_version(tiny_model: Path, tmp_path: Path):
+    from safetensors.torch import save_file
+
+    from spinecascade.method.model_file import _digest, read_metadata
+
+    cascade, info = load_model(tiny_model)
+    assert cascade.prediction_stages.tolist() == [2, 2]  # every stage of the small cascade
+    images, sizes = torch.rand(1, 1, 240, 96), torch.tensor([[96.0, 240.0]])
+    with torch.inference_mode():
+        full_corners, _ = cascade(images, sizes)
+        cascade.set_prediction_stages(1, 1)
+        corners, centres = cascade(images, sizes)
+        assert torch.equal(centres, cascade.run_centres(images, sizes, 1))
+        assert torch.equal(corners, cascade.run_corners(images, centres, 1))
+        assert not torch.equal(corners, full_corners)
+    with pytest.raises(ValueError, match="must lie in 1..2"):
+        cascade.set_prediction_stages(3, 1)
+    fewer = tmp_path / "fewer.safetensors"
+    save_model(fewer, cascade, info)
+    assert load_model(fewer)[0].prediction_stages.tolist() == [1, 1]
+    assert read_metadata(fewer)["sha256"] != read_metadata(tiny_model)["sha256"]  # another model version
+
+    older = load_file(str(tiny_model))
+    del older["prediction_stages"]  # a file written before the buffer existed runs every stage
+    meta = dict(read_metadata(tiny_model), sha256=_digest(older))
+    save_file(older, str(tmp_path / "older.safetensors"), metadata=meta)
+    assert load_model(tmp_path / "older.safetensors")[0].prediction_stages.tolist() == [2, 2]
+
+
 @pytest.fixture(scope="module")
 def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synthetic-aasce")
@@ -220,6 +249,13 @@ def test_training_refuses_a_learning_rate_decay_outside_zero_to_one(tmp_path: Pa
         main(_train_args(tmp_path, tmp_path / "m.safetensors", "--lr-decay", decay))
     assert stopped.value.code == 2
     assert "--lr-decay" in capsys.readouterr().err
+
+
+def test_training_refuses_prediction_stages_the_cascade_does_not_have(synthetic_dataset: Path, tmp_path: Path,
+                                                                      capsys):
+    out = tmp_path / "m.safetensors"
+    assert main(_train_args(synthetic_dataset, out, "--prediction-stages", "3", "1")) == 2
+    assert "--prediction-stages 3 1" in capsys.readouterr().err and not out.exists()
 
 
 def test_data_parallel_training_with_two_processes(synthetic_dataset: Path, tmp_path: Path):

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from spinecascade.cli.options import SPLIT_CHOICES, dataset_split
+from spinecascade.errors import SpineCascadeError
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, required=True, help="AASCE-layout folder (data/<folder>, labels/<folder>)")
     p.add_argument("--folder", default="training", help="sub-folder of data/ and labels/ (default: training)")
     p.add_argument("--split", choices=SPLIT_CHOICES, default="consistent",
-                   help="consistent: the first 431 images; all: every image (default: consistent)")
+                   help="consistent: the first 431 images; all: every image; consistent-fit: the first 381, "
+                   "leaving images 382-431 (consistent-val) to validate choices (default: consistent)")
     p.add_argument("--out", type=Path, required=True, help="model file to write (.safetensors)")
     p.add_argument("--epochs", type=int, default=8, help="epochs per stage (paper: 8)")
     p.add_argument("--corner-epochs", type=int, default=None, help="epochs per step-2 stage (default: --epochs)")
@@ -36,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-pca", action="store_true", help="regress raw offsets (the ablation without shape constraint)")
     p.add_argument("--finetune", type=Path, default=None, help="start from this model instead of from scratch")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
+    p.add_argument("--prediction-stages", type=int, nargs=2, metavar=("CENTRE", "CORNER"), default=None,
+                   help="how many stages of step 1 and of step 2 a prediction runs (default: all; every stage "
+                   "is trained either way; the shipped model: 2 1)")
     p.add_argument("--keep-bad-labels", action="store_true",
                    help="train on labels the checker rejects instead of repairing or excluding them")
 
@@ -61,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
         config = base.config
     else:
         config = small_config() if args.config == "small" else cascade_config(use_pca=not args.no_pca)
+    if args.prediction_stages and not all(1 <= n <= config.n_stages for n in args.prediction_stages):
+        raise SpineCascadeError(f"--prediction-stages {' '.join(map(str, args.prediction_stages))}: each must lie "
+                                f"in 1..{config.n_stages}, the stages per step of this cascade")
     images, cleaning = load_training_images(samples, config.preprocess, clean=not args.keep_bad_labels,
                                             progress=rank == 0)
     train = TrainConfig(epochs=args.epochs, corner_epochs=args.corner_epochs, learning_rate=args.learning_rate,
@@ -68,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = args.out.with_name(args.out.name + ".checkpoint")
     start = time.time()
     cascade, history = train_cascade(images, checkpoint, config, train, base=base, device=args.device)
+    if args.prediction_stages:
+        cascade.set_prediction_stages(*args.prediction_stages)
     if rank == 0:
         info = {
             "name": args.out.stem,
@@ -76,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
                      "n_images": len(images) // 2, "flip_augmented": True,
                      "repaired": cleaning.repaired, "excluded": cleaning.excluded},
             "train": {**train.__dict__, "workers": world, "seconds": round(time.time() - start, 1),
+                      "prediction_stages": cascade.prediction_stages.tolist(),
                       "finetuned_from": str(args.finetune) if args.finetune else None},
             "history": history,
         }

@@ -104,6 +104,9 @@ class Cascade(nn.Module):
         # Mean normalised centres (Eq. 7) and mean corner offsets from the centre, per vertebra.
         self.register_buffer("mean_centres", torch.zeros(N_VERTEBRAE, 2))
         self.register_buffer("mean_corner_offsets", torch.zeros(N_VERTEBRAE, N_CORNERS, 2))
+        # How many stages of step 1 and of step 2 a prediction runs. Later stages can over-fit (the paper's
+        # Fig. 7a); all are trained, and a buffer, unlike the config, is part of the model's version hash.
+        self.register_buffer("prediction_stages", torch.tensor([n, n]))
         # Depthwise convolutions run about twice as fast on the CPU in channels-last layout.
         self.to(memory_format=torch.channels_last)
 
@@ -115,10 +118,17 @@ class Cascade(nn.Module):
         """Step-2 start: the mean corner layout placed at each centre; (B, 17, 4, 2)."""
         return centres[:, :, None, :] + self.mean_corner_offsets[None]
 
+    def set_prediction_stages(self, centre: int, corner: int) -> None:
+        n = self.config.n_stages
+        if not (1 <= centre <= n and 1 <= corner <= n):
+            raise ValueError(f"prediction stages must lie in 1..{n} for each step, got {centre} and {corner}")
+        self.prediction_stages.copy_(torch.tensor([centre, corner]))
+
     def forward(self, images: Tensor, sizes: Tensor) -> tuple[Tensor, Tensor]:
         """Corners (B, 17, 4, 2) and centres (B, 17, 2) for normalised images (B, 1, H, W)."""
-        centres = self.run_centres(images, sizes)
-        return self.run_corners(images, centres), centres
+        centre_stages, corner_stages = self.prediction_stages.tolist()
+        centres = self.run_centres(images, sizes, centre_stages)
+        return self.run_corners(images, centres, corner_stages), centres
 
     def run_centres(self, images: Tensor, sizes: Tensor, stages: int | None = None) -> Tensor:
         source = downsample(images, self.config.centre.source_downsample)

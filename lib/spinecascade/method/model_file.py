@@ -91,6 +91,7 @@ def load_model(path: str | Path) -> tuple[Cascade, dict]:
         cascade = Cascade(config)
         own = cascade.state_dict()
         state = {k: v.to(own[k].dtype) if k in own else v for k, v in tensors.items()}
+        state.setdefault("prediction_stages", own["prediction_stages"])  # files from before it: every stage
         cascade.load_state_dict(state)
         info = json.loads(meta.get("info", "{}"))
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
