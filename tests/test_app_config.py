@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+from conftest import load_app_module
 
-CONFIG = Path(__file__).resolve().parents[1] / "apps" / "scoliosis" / "lib" / "configs" / "landmarks.py"
-
-
-def _load():
-    # Loaded from its file: putting the app's top-level `lib` package on sys.path would leak into other tests.
-    spec = importlib.util.spec_from_file_location("scoliosis_app_config", CONFIG)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-config = _load()
+config = load_app_module("lib/configs/landmarks.py", "scoliosis_app_config")
 
 
 def test_defaults_serve_the_shipped_model(tmp_path):

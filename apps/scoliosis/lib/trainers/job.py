@@ -162,6 +162,8 @@ def _train(job: TrainJob, model_path: Path, status: TrainStatus, rank: int, worl
     checkpoint = model_path.parent / CHECKPOINT_FILE
     cascade, history = train_cascade(images, checkpoint, config, train, base=base, device=job.device,
                                      progress=False, on_event=status.on_event, should_stop=ParentWatch())
+    if base is None and current is not None:  # a new cascade runs as many stages as the one it replaces
+        cascade.set_prediction_stages(*current[0].prediction_stages.tolist())
     if rank != 0:
         return {}
     kept = _keep_previous(model_path, previous_version) if previous_version else None
