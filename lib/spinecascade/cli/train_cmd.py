@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
     p.add_argument("--prediction-stages", type=int, nargs=2, metavar=("CENTRE", "CORNER"), default=None,
                    help="how many stages of step 1 and of step 2 a prediction runs (default: all; every stage "
-                   "is trained either way; the shipped model: 2 1)")
+                   "is trained either way; the shipped model: 2 2)")
     p.add_argument("--keep-bad-labels", action="store_true",
                    help="train on labels the checker rejects instead of repairing or excluding them")
 
@@ -53,6 +53,7 @@ def _decay_factor(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    from spinecascade.method.cascade import Cascade
     from spinecascade.method.model_file import load_model, save_model
     from spinecascade.method.training import TrainConfig, init_distributed, train_cascade
     from spinecascade.method.workflow import cascade_config, load_training_images, small_config
@@ -66,9 +67,12 @@ def run(args: argparse.Namespace) -> int:
         config = base.config
     else:
         config = small_config() if args.config == "small" else cascade_config(use_pca=not args.no_pca)
-    if args.prediction_stages and not all(1 <= n <= config.n_stages for n in args.prediction_stages):
-        raise SpineCascadeError(f"--prediction-stages {' '.join(map(str, args.prediction_stages))}: each must lie "
-                                f"in 1..{config.n_stages}, the stages per step of this cascade")
+    if args.prediction_stages:  # checked before the hours of training, not after
+        try:
+            Cascade(config).set_prediction_stages(*args.prediction_stages)
+        except ValueError as exc:
+            stages = " ".join(map(str, args.prediction_stages))
+            raise SpineCascadeError(f"--prediction-stages {stages}: {exc}") from None
     images, cleaning = load_training_images(samples, config.preprocess, clean=not args.keep_bad_labels,
                                             progress=rank == 0)
     train = TrainConfig(epochs=args.epochs, corner_epochs=args.corner_epochs, learning_rate=args.learning_rate,
