@@ -243,6 +243,40 @@ def test_training_killed_and_restarted_resumes_to_the_same_model(synthetic_datas
         assert torch.equal(a[key], b[key]), key
 
 
+def test_step_two_trained_alone_on_a_models_step_one(synthetic_dataset: Path, tmp_path: Path):
+    """--step1-from with the model's own recipe gives that model again (up to the half-precision storage of the
+    step-1 weights it starts from): the step-2 path is the one of a whole training. --corner-warp-strength then
+    changes step 2 and only step 2."""
+    recipe = ("--augment", "--lr-decay", "0.9")
+    whole = tmp_path / "whole.safetensors"
+    assert main(_train_args(synthetic_dataset, whole, *recipe)) == 0
+    again = tmp_path / "again.safetensors"
+    assert main(_train_args(synthetic_dataset, again, *recipe, "--step1-from", str(whole))) == 0
+    films = [Radiograph(s.image.astype(np.float32)) for s in _test_spines(2)]
+    first, second = (np.stack([p.landmarks for p in Predictor(m).predict_batch(films)]) for m in (whole, again))
+    assert np.abs(first - second).max() < 0.5
+    a = _tensors(whole)
+    stronger = tmp_path / "stronger.safetensors"
+    assert main(_train_args(synthetic_dataset, stronger, *recipe, "--corner-warp-strength", "1", "--step1-from",
+                            str(whole))) == 0
+    c = _tensors(stronger)
+    step1 = [k for k in a if k.startswith("centre_stages.") or k == "mean_centres"]
+    assert step1 and all(torch.equal(a[k], c[k]) for k in step1)
+    assert any(not torch.equal(a[k], c[k]) for k in a if k.startswith("corner_stages."))
+    whole_info, stronger_info = load_model(whole)[1], load_model(stronger)[1]
+    assert stronger_info["history"][:2] == whole_info["history"][:2]
+    assert [h["stage"] for h in stronger_info["history"]] == [h["stage"] for h in whole_info["history"]]
+    assert stronger_info["train"]["step1_from"] == str(whole)
+    assert stronger_info["train"]["corner_warp_strength"] == 1
+
+
+def test_step_one_from_a_model_cannot_be_mixed_with_other_settings(synthetic_dataset: Path, tmp_path: Path,
+                                                                    capsys):
+    out = tmp_path / "m.safetensors"
+    assert main(_train_args(synthetic_dataset, out, "--no-pca", "--step1-from", str(tmp_path / "x"))) == 2
+    assert "--step1-from" in capsys.readouterr().err and not out.exists()
+
+
 @pytest.mark.parametrize("decay", ["0", "1.5", "fast"])
 def test_training_refuses_a_learning_rate_decay_outside_zero_to_one(tmp_path: Path, capsys, decay: str):
     with pytest.raises(SystemExit) as stopped:

@@ -34,9 +34,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", choices=("paper", "small"), default="paper",
                    help="paper: the published cascade (default); small: a tiny one for demos and tests")
     p.add_argument("--augment", action="store_true",
-                   help="also warp the films (shift, tilt, scale, bend, gamma) beyond the paper's mirrors")
+                   help="also warp the films beyond the paper's mirrors: shift, tilt, scale, bend and gamma for "
+                   "step 1, gamma only for step 2 (see --corner-warp-strength)")
+    p.add_argument("--corner-warp-strength", type=_strength, default=0.0,
+                   help="with --augment: scale of step 2's geometric warps against step 1's (default 0: step 2 "
+                   "sees gamma changes only)")
     p.add_argument("--no-pca", action="store_true", help="regress raw offsets (the ablation without shape constraint)")
     p.add_argument("--finetune", type=Path, default=None, help="start from this model instead of from scratch")
+    p.add_argument("--step1-from", type=Path, default=None, metavar="MODEL",
+                   help="take step 1 (and every setting of the cascade) from MODEL and train only step 2")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
     p.add_argument("--prediction-stages", type=int, nargs=2, metavar=("CENTRE", "CORNER"), default=None,
                    help="how many stages of step 1 and of step 2 a prediction runs (default: all; every stage "
@@ -52,6 +58,13 @@ def _decay_factor(text: str) -> float:
     return value
 
 
+def _strength(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 4:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 4]")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     from spinecascade.method.cascade import Cascade
     from spinecascade.method.model_file import load_model, save_model
@@ -62,9 +75,13 @@ def run(args: argparse.Namespace) -> int:
     if rank != 0:
         logging.getLogger().setLevel(logging.WARNING)
     samples = dataset_split(args.data, args.folder, args.split)
+    if args.step1_from and (args.finetune or args.no_pca):
+        raise SpineCascadeError("--step1-from takes the whole cascade's settings from its model: it cannot be "
+                                "combined with --finetune or --no-pca")
     base = load_model(args.finetune)[0] if args.finetune else None
-    if base is not None:
-        config = base.config
+    step1, step1_info = load_model(args.step1_from) if args.step1_from else (None, {})
+    if base is not None or step1 is not None:
+        config = (base or step1).config
     else:
         config = small_config() if args.config == "small" else cascade_config(use_pca=not args.no_pca)
     if args.prediction_stages:  # checked before the hours of training, not after
@@ -76,10 +93,14 @@ def run(args: argparse.Namespace) -> int:
     images, cleaning = load_training_images(samples, config.preprocess, clean=not args.keep_bad_labels,
                                             progress=rank == 0)
     train = TrainConfig(epochs=args.epochs, corner_epochs=args.corner_epochs, learning_rate=args.learning_rate,
-                        lr_decay=args.lr_decay, batch_images=args.batch_images, seed=args.seed, augment=args.augment)
+                        lr_decay=args.lr_decay, batch_images=args.batch_images, seed=args.seed, augment=args.augment,
+                        corner_warp_strength=args.corner_warp_strength)
     checkpoint = args.out.with_name(args.out.name + ".checkpoint")
     start = time.time()
-    cascade, history = train_cascade(images, checkpoint, config, train, base=base, device=args.device)
+    cascade, history = train_cascade(images, checkpoint, config, train, base=base, step1_from=step1,
+                                     device=args.device)
+    if step1 is not None:  # the step-1 stages' records come with them
+        history = [h for h in step1_info.get("history", []) if h["stage"].startswith("centre")] + history
     if args.prediction_stages:
         cascade.set_prediction_stages(*args.prediction_stages)
     if rank == 0:
@@ -91,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
                      "repaired": cleaning.repaired, "excluded": cleaning.excluded},
             "train": {**train.__dict__, "workers": world, "seconds": round(time.time() - start, 1),
                       "prediction_stages": cascade.prediction_stages.tolist(),
-                      "finetuned_from": str(args.finetune) if args.finetune else None},
+                      "finetuned_from": str(args.finetune) if args.finetune else None,
+                      "step1_from": str(args.step1_from) if args.step1_from else None},
             "history": history,
         }
         save_model(args.out, cascade, info)

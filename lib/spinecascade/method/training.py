@@ -47,6 +47,7 @@ class TrainConfig:
     seed: int = 0
     augment: bool = False  # warps beyond the paper's mirrors (augmentation.py)
     warp_strength: float = 1.0  # multiplies the warps' geometric ranges
+    corner_warp_strength: float = 0.0  # the same for step 2: gamma only, measured best on held-out images
 
 
 class TrainingStopped(Exception):
@@ -124,12 +125,13 @@ class _Trainer:
         factor = getattr(self.cascade.config, step).source_downsample
         return downsample(standardise(images01), factor), sizes.to(self.device)
 
-    def _warps(self, n: int, *key: int) -> Warps | None:
+    def _warps(self, n: int, step: str, *key: int) -> Warps | None:
         """The same draws for a batch on every rank and on a resumed run: seeded by (seed, *key)."""
         if not self.train.augment:
             return None
+        strength = self.train.corner_warp_strength if step == "corner" else self.train.warp_strength
         seed = int.from_bytes(hashlib.sha256(repr((self.train.seed, *key)).encode()).digest()[:8], "little")
-        return Warps.draw(n, WarpConfig().scaled(self.train.warp_strength), torch.Generator().manual_seed(seed))
+        return Warps.draw(n, WarpConfig().scaled(strength), torch.Generator().manual_seed(seed))
 
     @torch.no_grad()
     def run_stage(self, stage: Stage, points: np.ndarray, step: str, batch: int = 16) -> np.ndarray:
@@ -182,12 +184,16 @@ class _Trainer:
             return self.cascade.initial_corners(torch.from_numpy(centre_points[:, 0]).float().to(self.device)
                                                 ).cpu().double().numpy()
 
-    def fit(self, fit_pca: bool) -> None:
+    def fit(self, fit_pca: bool, first_phase: int = 0) -> None:
+        """Train the phases from `first_phase` on; the ones before it (step-1 stages) are run, not trained."""
         n_stages = self.cascade.config.n_stages
         phases = _phases(n_stages)
         state = self.load()
-        start_phase, start_epoch = (state["phase"], state["epoch"]) if state else (0, 0)
+        start_phase, start_epoch = (state["phase"], state["epoch"]) if state else (first_phase, 0)
         points = state["points"] if state else self._initial_points("centre", None)
+        if not state:
+            for step, index in phases[:first_phase]:
+                points = self.run_stage(self.cascade.centre_stages[index], points, step)
         for p in range(start_phase, len(phases)):
             step, index = phases[p]
             if step == "corner" and points.shape[1:] == (1, N_VERTEBRAE, 2):
@@ -206,7 +212,7 @@ class _Trainer:
         stage.to(self.device)
         if fit_pca and first_epoch == 0:
             offsets = (targets - points).reshape(len(points) * points.shape[1], -1)
-            warps = self._warps(len(points), phase)
+            warps = self._warps(len(points), step, phase)
             if warps is not None:  # the shape model also spans the offsets the warps add
                 warped = warps.points(torch.from_numpy(targets), self._sizes()).numpy()
                 offsets = np.concatenate([offsets, (warped - points).reshape(offsets.shape)])
@@ -261,7 +267,7 @@ class _Trainer:
             if len(part) == 0:
                 part = np.arange(1)
             mine = batch[part]
-            warps = self._warps(len(batch), phase, epoch, number)
+            warps = self._warps(len(batch), step, phase, epoch, number)
             warps = warps[torch.from_numpy(part)] if warps is not None else None
             truth = torch.from_numpy(targets[mine])
             if warps is not None:
@@ -311,27 +317,38 @@ def train_cascade(
     config: CascadeConfig | None = None,
     train: TrainConfig | None = None,
     base: Cascade | None = None,
+    step1_from: Cascade | None = None,
     device: str | None = None,
     progress: bool = True,
     on_event: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[Cascade, list[dict]]:
-    """Train (or fine-tune `base`) on already flip-augmented images; returns the cascade and per-stage history."""
+    """Train (or fine-tune `base`) on already flip-augmented images; returns the cascade and per-stage history.
+
+    With `step1_from`, step 1 (mean centre shape and centre stages) is taken from that cascade, settings
+    included, and only step 2 is trained: step-2 choices then cost a fraction of a whole training.
+    """
     if not images:
         raise ValueError("no training images")
+    if base is not None and step1_from is not None:
+        raise ValueError("fine-tune a whole cascade or reuse another's step 1, not both")
     train = train or TrainConfig()
-    config = base.config if base is not None else (config or CascadeConfig())
+    source = base if base is not None else step1_from
+    config = source.config if source is not None else (config or CascadeConfig())
     torch.manual_seed(train.seed)
     cascade = Cascade(config)
     if base is not None:
         cascade.load_state_dict(base.state_dict())
     else:
         fit_mean_shapes(cascade, images)
+    if step1_from is not None:
+        cascade.mean_centres.copy_(step1_from.mean_centres)
+        cascade.centre_stages.load_state_dict(step1_from.centre_stages.state_dict())
     dev = pick_device(device)
     cascade.to(dev)
-    base_id = "scratch" if base is None else hashlib.sha256(
-        b"".join(t.detach().cpu().numpy().tobytes() for t in base.state_dict().values())).hexdigest()
+    base_id = "scratch" if source is None else ("step1 " if step1_from is not None else "") + hashlib.sha256(
+        b"".join(t.detach().cpu().numpy().tobytes() for t in source.state_dict().values())).hexdigest()
     trainer = _Trainer(cascade, images, train, dev, checkpoint, _fingerprint(images, config, train, base_id),
                        progress, on_event, should_stop)
-    trainer.fit(fit_pca=base is None)
+    trainer.fit(fit_pca=base is None, first_phase=config.n_stages if step1_from is not None else 0)
     return cascade.cpu().eval(), trainer.history

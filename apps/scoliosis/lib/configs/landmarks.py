@@ -27,7 +27,8 @@ OPTIONS = {
     "lr_decay": "learning-rate factor after every epoch when fine-tuning (default 0.5)",
     "scratch_lr_decay": "learning-rate factor after every epoch when training from scratch (default 0.9)",
     "batch_images": "images per training batch (default 8)",
-    "augment": "warp the films in training beyond mirroring them: shift, tilt, scale, bend, gamma (default true)",
+    "augment": "warp the films in training beyond mirroring them: shift, tilt, scale, bend, gamma for step 1, gamma "
+               "for step 2 (default true)",
     "min_scratch_images": "final labels needed before training from scratch (default 20)",
     "on_demand_scores": "unscored images the active-learning strategy may score per request (default 8)",
 }
