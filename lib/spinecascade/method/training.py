@@ -346,8 +346,10 @@ def train_cascade(
         cascade.centre_stages.load_state_dict(step1_from.centre_stages.state_dict())
     dev = pick_device(device)
     cascade.to(dev)
-    base_id = "scratch" if source is None else ("step1 " if step1_from is not None else "") + hashlib.sha256(
-        b"".join(t.detach().cpu().numpy().tobytes() for t in source.state_dict().values())).hexdigest()
+    base_id = "scratch"
+    if source is not None:
+        digest = hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in source.state_dict().values()))
+        base_id = ("step1 " if step1_from is not None else "") + digest.hexdigest()
     trainer = _Trainer(cascade, images, train, dev, checkpoint, _fingerprint(images, config, train, base_id),
                        progress, on_event, should_stop)
     trainer.fit(fit_pca=base is None, first_phase=config.n_stages if step1_from is not None else 0)
