@@ -2,8 +2,8 @@
 
 The centre MSE is Eq. 13 over the 17 vertebra centres (the means of the ground-truth corners), one view, no mirror
 averaging, so that models differing only in their step 1 compare on the same footing. With --corners, also the
-corner MSE (Eq. 13 over the 68 corners, one view) at step 2's start (the mean corner layout at the final centres)
-and after each of its stages.
+corner MSE (Eq. 13 over the 68 corners, one view) at step 2's start (the mean corner layout at the final centres,
+turned to the spine where the model does that) and after each of its stages.
 
 Run: python benchmarks/centre_stages.py ../shared/aasce MODEL [MODEL ...] [--split consistent-test] [--corners]
 """

@@ -10,8 +10,11 @@
    epoch (the paper) or multiplied by 0.9 (run with --epochs 8, the paper's epochs per stage).
 5. The strength of the training warps: the same step-1 stage (lr x0.9 per epoch) with the warps' geometric
    ranges multiplied by each of --warp-strengths.
+6. How much a step-1 crop sees: the same step-1 stage (warps, lr x0.9) with taller crops, each [crop, patch]
+   (width, height) of --context (compare with the x1 row of 5).
 
-Run: python benchmarks/design_choices.py ../shared/aasce [--epochs 2] [--only pca|crop|geometry|schedule|warps]
+Run: python benchmarks/design_choices.py ../shared/aasce [--epochs 2]
+     [--only pca|crop|geometry|schedule|warps|context] [--context '[[192,160],[80,96]]']
      [--lr-decays 0.5 0.9] [--warp-strengths 1 2]
 """
 
@@ -50,11 +53,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("data", type=Path)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--only", choices=("geometry", "crop", "pca", "schedule", "warps"), default=None)
+    parser.add_argument("--only", choices=("geometry", "crop", "pca", "schedule", "warps", "context"),
+                        default=None)
     parser.add_argument("--lr-decays", type=float, nargs="+", default=[0.5, 0.9],
                         help="learning-rate factors per epoch to compare (schedule)")
     parser.add_argument("--warp-strengths", type=float, nargs="+", default=[1.0, 2.0],
                         help="multipliers of the warps' geometric ranges to compare (warps)")
+    parser.add_argument("--context", type=json.loads, nargs="+", default=[[[192, 160], [80, 96]]],
+                        help="step-1 [crop, patch] sizes (width, height) as JSON to compare (context)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     torch.manual_seed(0)
@@ -96,6 +102,9 @@ def main() -> None:
         variants += [(f"warps x{strength}, lr x0.9 per epoch", (192, 80), (80, 48), 8,
                       replace(paper, augment=True, lr_decay=0.9, warp_strength=strength))
                      for strength in args.warp_strengths]
+    if args.only == "context":
+        variants += [("warps, lr x0.9 per epoch, taller crops", crop, patch, 8,
+                      replace(paper, augment=True, lr_decay=0.9)) for crop, patch in args.context]
     for label, crop, patch, q, train in variants:
         cfg = CascadeConfig(centre=StepConfig(crop, patch, q, 2))
         torch.manual_seed(0)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +21,15 @@ from spinecascade.errors import ModelFileError
 from spinecascade.io.images import Radiograph
 from spinecascade.landmarks import flip_horizontal
 from spinecascade.measurement.metrics import normalised_mse
-from spinecascade.method.cascade import Cascade
+from spinecascade.method.cascade import Cascade, rotate, spine_directions
 from spinecascade.method.crops import crop_patches
 from spinecascade.method.encoder import TruncatedMobileNetV2
 from spinecascade.method.model_file import load_model, save_model
 from spinecascade.method.prediction import Predictor
+from spinecascade.method.samples import PreparedImage
 from spinecascade.method.shape_model import ShapeModel
+from spinecascade.method.training import fit_mean_shapes
+from spinecascade.method.workflow import small_config
 from spinecascade.synthetic import make_spine, write_aasce_layout
 
 SPINECASCADE = [sys.executable, "-m", "spinecascade.cli.main"]
@@ -80,6 +84,25 @@ def test_shape_model_regresses_within_the_principal_subspace():
 
 def _test_spines(n: int = 6):
     return [make_spine(90_000 + i, 96, 240) for i in range(n)]
+
+
+def test_step_two_starts_from_the_mean_layout_turned_to_the_spine():
+    """Vertebrae that are one layout turned with a curved spine are reproduced exactly by the aligned start."""
+    layout = torch.tensor([[-12.0, -9.0], [12.0, -8.0], [-13.0, 8.0], [13.0, 9.0]], dtype=torch.float64)
+    images = []
+    for bend in (-30.0, 0.0, 45.0):
+        y = torch.linspace(40.0, 200.0, 17, dtype=torch.float64)
+        centres = torch.stack([48.0 + bend * torch.sin(y / 60.0), y], dim=-1)[None]
+        corners = centres[:, :, None] + rotate(layout.expand(1, 17, 4, 2), -spine_directions(centres))
+        images.append(PreparedImage(f"bend {bend}", np.zeros((240, 96), np.uint8), corners[0].numpy()))
+    truth = np.stack([img.landmarks for img in images])
+    centres = torch.from_numpy(truth.mean(axis=2)).float()
+    for aligned, exact in ((True, True), (False, False)):
+        cascade = Cascade(replace(small_config(), align_corner_start=aligned))
+        fit_mean_shapes(cascade, images)
+        with torch.no_grad():
+            start = cascade.initial_corners(centres).numpy()
+        assert np.allclose(start, truth, atol=1e-3) == exact, np.abs(start - truth).max()
 
 
 def test_small_cascade_beats_its_initial_mean_shape_by_a_wide_margin(tiny_model: Path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from spinecascade.cli.options import SPLIT_CHOICES, dataset_split
@@ -42,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-pca", action="store_true", help="regress raw offsets (the ablation without shape constraint)")
     p.add_argument("--finetune", type=Path, default=None, help="start from this model instead of from scratch")
     p.add_argument("--step1-from", type=Path, default=None, metavar="MODEL",
-                   help="take step 1 (and every setting of the cascade) from MODEL and train only step 2")
+                   help="take step 1 (and its settings) from MODEL and train only step 2, with today's step-2 "
+                   "settings")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
     p.add_argument("--prediction-stages", type=int, nargs=2, metavar=("CENTRE", "CORNER"), default=None,
                    help="how many stages of step 1 and of step 2 a prediction runs (default: all; every stage "
@@ -80,8 +82,10 @@ def run(args: argparse.Namespace) -> int:
                                 "combined with --finetune or --no-pca")
     base = load_model(args.finetune)[0] if args.finetune else None
     step1, step1_info = load_model(args.step1_from) if args.step1_from else (None, {})
-    if base is not None or step1 is not None:
-        config = (base or step1).config
+    if base is not None:
+        config = base.config
+    elif step1 is not None:  # step 2 gets today's settings
+        config = replace(step1.config, align_corner_start=cascade_config().align_corner_start)
     else:
         config = small_config() if args.config == "small" else cascade_config(use_pca=not args.no_pca)
     if args.prediction_stages:  # checked before the hours of training, not after

@@ -31,11 +31,13 @@ class StepConfig:
 @dataclass(frozen=True)
 class CascadeConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    centre: StepConfig = field(default_factory=lambda: StepConfig((192, 80), (80, 48), 8, 2))
+    centre: StepConfig = field(default_factory=lambda: StepConfig((192, 320), (80, 96), 8, 2))
     corner: StepConfig = field(default_factory=lambda: StepConfig((48, 48), (48, 48), 6, 1))
     n_stages: int = 3
     centred_pca: bool = True
     feature_dim: int = 64
+    # Turn step 2's start, the mean corner layout, to the local direction of the spine through the centres.
+    align_corner_start: bool = True
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -47,7 +49,7 @@ class CascadeConfig:
                               s.get("source_downsample", 1))
 
         return cls(PreprocessConfig(**d["preprocess"]), step(d["centre"]), step(d["corner"]), d["n_stages"],
-                   d["centred_pca"], d["feature_dim"])
+                   d["centred_pca"], d["feature_dim"], d.get("align_corner_start", False))
 
 
 def normalise_pixels(images_u8: Tensor) -> Tensor:
@@ -58,6 +60,19 @@ def normalise_pixels(images_u8: Tensor) -> Tensor:
 def standardise(images01: Tensor) -> Tensor:
     """Images in [0, 1] to the network's input range."""
     return (images01 - 0.5) / 0.25
+
+
+def spine_directions(centres: Tensor) -> Tensor:
+    """Angle from the vertical of the line through each centre's neighbours (one-sided at the ends); (B, 17)."""
+    step = torch.gradient(centres, dim=1)[0]
+    return torch.atan2(step[..., 0], step[..., 1])
+
+
+def rotate(offsets: Tensor, angles: Tensor) -> Tensor:
+    """Turn the offsets (B, V, K, 2) of each vertebra by its angle (B, V), in image axes (y down)."""
+    c, s = torch.cos(angles)[..., None], torch.sin(angles)[..., None]
+    x, y = offsets[..., 0], offsets[..., 1]
+    return torch.stack([x * c - y * s, x * s + y * c], dim=-1)
 
 
 class Stage(nn.Module):
@@ -101,7 +116,8 @@ class Cascade(nn.Module):
         n = config.n_stages
         self.centre_stages = nn.ModuleList(Stage(config.centre, N_VERTEBRAE, config.feature_dim) for _ in range(n))
         self.corner_stages = nn.ModuleList(Stage(config.corner, N_CORNERS, config.feature_dim) for _ in range(n))
-        # Mean normalised centres (Eq. 7) and mean corner offsets from the centre, per vertebra.
+        # Mean normalised centres (Eq. 7) and mean corner offsets from the centre, per vertebra (measured in each
+        # vertebra's upright frame when the config aligns the start with the spine).
         self.register_buffer("mean_centres", torch.zeros(N_VERTEBRAE, 2))
         self.register_buffer("mean_corner_offsets", torch.zeros(N_VERTEBRAE, N_CORNERS, 2))
         # How many stages of step 1 and of step 2 a prediction runs. Later stages can over-fit (the paper's
@@ -115,8 +131,15 @@ class Cascade(nn.Module):
         return self.mean_centres[None] * sizes[:, None, :]
 
     def initial_corners(self, centres: Tensor) -> Tensor:
-        """Step-2 start: the mean corner layout placed at each centre; (B, 17, 4, 2)."""
-        return centres[:, :, None, :] + self.mean_corner_offsets[None]
+        """Step-2 start: the mean corner layout placed at each centre; (B, 17, 4, 2).
+
+        Most of how one vertebra's corners differ from the mean layout is its tilt, and the tilt follows the
+        spine; turned to the spine's direction through the centres, the start is nearer the truth.
+        """
+        offsets = self.mean_corner_offsets[None].expand(len(centres), -1, -1, -1)
+        if self.config.align_corner_start:
+            offsets = rotate(offsets, -spine_directions(centres))
+        return centres[:, :, None, :] + offsets
 
     def set_prediction_stages(self, centre: int, corner: int) -> None:
         n = self.config.n_stages

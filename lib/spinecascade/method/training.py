@@ -28,7 +28,7 @@ from spinecascade.io.atomic import atomic_path
 from spinecascade.landmarks import N_VERTEBRAE
 from spinecascade.measurement.metrics import normalised_mse
 from spinecascade.method.augmentation import WarpConfig, Warps
-from spinecascade.method.cascade import Cascade, CascadeConfig, Stage, downsample, standardise
+from spinecascade.method.cascade import Cascade, CascadeConfig, Stage, downsample, rotate, spine_directions, standardise
 from spinecascade.method.samples import PreparedImage, pad_batch
 
 log = logging.getLogger(__name__)
@@ -92,11 +92,14 @@ def _targets(images: list[PreparedImage], step: str) -> np.ndarray:
 
 def fit_mean_shapes(cascade: Cascade, images: list[PreparedImage]) -> None:
     """Eq. 6-7: mean normalised centres; and the mean corner layout around each centre for step 2."""
-    lm = np.stack([img.landmarks for img in images])
-    sizes = np.array([img.size for img in images], np.float64)
-    centres = lm.mean(axis=2)
-    cascade.mean_centres.copy_(torch.from_numpy((centres / sizes[:, None]).mean(axis=0)).float())
-    cascade.mean_corner_offsets.copy_(torch.from_numpy((lm - centres[:, :, None]).mean(axis=0)).float())
+    lm = torch.from_numpy(np.stack([img.landmarks for img in images])).double()
+    sizes = torch.tensor([img.size for img in images], dtype=torch.float64)
+    centres = lm.mean(dim=2)
+    offsets = lm - centres[:, :, None]
+    if cascade.config.align_corner_start:
+        offsets = rotate(offsets, spine_directions(centres))
+    cascade.mean_centres.copy_((centres / sizes[:, None]).mean(dim=0))
+    cascade.mean_corner_offsets.copy_(offsets.mean(dim=0))
 
 
 class _Trainer:
@@ -311,6 +314,10 @@ def _sync_buffers(module: torch.nn.Module) -> None:
             dist.broadcast(b, 0)
 
 
+def _step1_settings(config: CascadeConfig) -> tuple:
+    return config.preprocess, config.centre, config.n_stages, config.feature_dim, config.centred_pca
+
+
 def train_cascade(
     images: list[PreparedImage],
     checkpoint: Path,
@@ -325,8 +332,9 @@ def train_cascade(
 ) -> tuple[Cascade, list[dict]]:
     """Train (or fine-tune `base`) on already flip-augmented images; returns the cascade and per-stage history.
 
-    With `step1_from`, step 1 (mean centre shape and centre stages) is taken from that cascade, settings
-    included, and only step 2 is trained: step-2 choices then cost a fraction of a whole training.
+    With `step1_from`, step 1 (mean centre shape and centre stages) is taken from that cascade and only step 2
+    is trained, with step 2's settings from `config` (default: those of `step1_from`): step-2 choices then cost
+    a fraction of a whole training.
     """
     if not images:
         raise ValueError("no training images")
@@ -334,7 +342,14 @@ def train_cascade(
         raise ValueError("fine-tune a whole cascade or reuse another's step 1, not both")
     train = train or TrainConfig()
     source = base if base is not None else step1_from
-    config = source.config if source is not None else (config or CascadeConfig())
+    if base is not None:
+        config = base.config
+    elif step1_from is not None:
+        config = config or step1_from.config
+        if _step1_settings(config) != _step1_settings(step1_from.config):
+            raise ValueError("the step-1 settings differ from those of the model step 1 is taken from")
+    else:
+        config = config or CascadeConfig()
     torch.manual_seed(train.seed)
     cascade = Cascade(config)
     if base is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -18,14 +19,8 @@ def cascade_config(use_pca: bool = True) -> CascadeConfig:
     default = CascadeConfig()
     if use_pca:
         return default
-    return CascadeConfig(
-        default.preprocess,
-        StepConfig(default.centre.crop_size, default.centre.patch_size, None, default.centre.source_downsample),
-        StepConfig(default.corner.crop_size, default.corner.patch_size, None, default.corner.source_downsample),
-        default.n_stages,
-        default.centred_pca,
-        default.feature_dim,
-    )
+    return replace(default, centre=replace(default.centre, n_components=None),
+                   corner=replace(default.corner, n_components=None))
 
 
 def load_training_images(samples: list[Sample], config: PreprocessConfig, clean: bool = True,
