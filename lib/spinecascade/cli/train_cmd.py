@@ -78,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(logging.WARNING)
     samples = dataset_split(args.data, args.folder, args.split)
     if args.step1_from and (args.finetune or args.no_pca):
-        raise SpineCascadeError("--step1-from takes the whole cascade's settings from its model: it cannot be "
-                                "combined with --finetune or --no-pca")
+        raise SpineCascadeError("--step1-from takes step 1 and the choice of PCA or raw offsets from its model: "
+                                "it cannot be combined with --finetune or --no-pca")
     base = load_model(args.finetune)[0] if args.finetune else None
     step1, step1_info = load_model(args.step1_from) if args.step1_from else (None, {})
     if base is not None:
