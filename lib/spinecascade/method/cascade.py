@@ -31,7 +31,7 @@ class StepConfig:
 @dataclass(frozen=True)
 class CascadeConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    centre: StepConfig = field(default_factory=lambda: StepConfig((192, 320), (80, 96), 8, 2))
+    centre: StepConfig = field(default_factory=lambda: StepConfig((192, 80), (80, 48), 8, 2))
     corner: StepConfig = field(default_factory=lambda: StepConfig((48, 48), (48, 48), 6, 1))
     n_stages: int = 3
     centred_pca: bool = True
