@@ -43,8 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-pca", action="store_true", help="regress raw offsets (the ablation without shape constraint)")
     p.add_argument("--finetune", type=Path, default=None, help="start from this model instead of from scratch")
     p.add_argument("--step1-from", type=Path, default=None, metavar="MODEL",
-                   help="take step 1 (and its settings) from MODEL and train only step 2, with today's step-2 "
-                   "settings")
+                   help="take step 1 and the cascade's settings from MODEL and train only step 2, started "
+                   "turned to the spine as today's default is")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
     p.add_argument("--prediction-stages", type=int, nargs=2, metavar=("CENTRE", "CORNER"), default=None,
                    help="how many stages of step 1 and of step 2 a prediction runs (default: all; every stage "
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     step1, step1_info = load_model(args.step1_from) if args.step1_from else (None, {})
     if base is not None:
         config = base.config
-    elif step1 is not None:  # step 2 gets today's settings
+    elif step1 is not None:  # the model's settings, with today's step-2 start
         config = replace(step1.config, align_corner_start=cascade_config().align_corner_start)
     else:
         config = small_config() if args.config == "small" else cascade_config(use_pca=not args.no_pca)
