@@ -1,9 +1,10 @@
 """Step-1 centre MSE after each stage, for one or more models: the paper's Fig. 7a (PCA or raw offsets).
 
 The centre MSE is Eq. 13 over the 17 vertebra centres (the means of the ground-truth corners), one view, no mirror
-averaging, so that models differing only in their step 1 compare on the same footing. With --corners, also the
-corner MSE (Eq. 13 over the 68 corners, one view) at step 2's start (the mean corner layout at the final centres,
-turned to the spine where the model does that) and after each of its stages.
+averaging, so that models differing only in their step 1 compare on the same footing. Its stage 0 is step 1's
+start: the film start where the model has one, else the mean shape. With --corners, also the corner MSE (Eq. 13
+over the 68 corners, one view) at step 2's start (the mean corner layout at the centres after the step-1 stages a
+prediction runs, turned to the spine where the model does that) and after each of its stages.
 
 Run: python benchmarks/centre_stages.py ../shared/aasce MODEL [MODEL ...] [--split consistent-test] [--corners]
 """
@@ -38,7 +39,8 @@ def mse_per_stage(model: Path, data: Path, split: str) -> tuple[np.ndarray, np.n
             centres = [cascade.run_centres(pixels, sizes, n) for n in stages]
             centre_rows.append([normalised_mse(c[0].numpy(), image.landmarks.mean(axis=1), *image.size)
                                 for c in centres])
-            corner_rows.append([normalised_mse(cascade.run_corners(pixels, centres[-1], n)[0].numpy(),
+            used = centres[cascade.prediction_stages[0]]  # the centres a prediction hands to step 2
+            corner_rows.append([normalised_mse(cascade.run_corners(pixels, used, n)[0].numpy(),
                                                image.landmarks, *image.size) for n in stages])
     return np.array(centre_rows), np.array(corner_rows)
 

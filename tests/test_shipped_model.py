@@ -3,10 +3,13 @@ slightly worse model (the figures of record come from `spinecascade evaluate`)."
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from conftest import AASCE, needs_aasce
 
 from spinecascade.io.dataset import AasceDataset
+from spinecascade.io.images import Radiograph, load_image
+from spinecascade.landmarks import flip_horizontal
 from spinecascade.method.evaluation import evaluate_predictor
 from spinecascade.method.model_file import read_metadata
 from spinecascade.method.prediction import SHIPPED_MODEL, Predictor
@@ -38,3 +41,17 @@ def test_shipped_model_on_a_bundled_sample_study(name):
     pred = Predictor(SHIPPED_MODEL, device="cpu").predict(study)
     assert pred.cobb.pt.degrees > 20  # reference PT 40.7 deg: a clear curve, not a straight default shape
     assert pred.image_uncertainty < 50
+
+
+def test_shipped_model_gives_a_mirrored_study_the_mirrored_landmarks_point_by_point():
+    """Each answer averages a view and its mirror, so only CLAHE's tile grid, which is not mirror-symmetric,
+    separates the two: every point within the two predictions' own uncertainties there (and 1 px)."""
+    study = SHIPPED_MODEL.parents[1] / "sample_studies" / "sunhl-1th-26-Jul-2016-68_A_AP.jpg"
+    film = load_image(study).to_uint8().astype(np.float32)
+    predictor = Predictor(SHIPPED_MODEL, device="cpu")
+    pred = predictor.predict(Radiograph(film))
+    mirrored = predictor.predict(Radiograph(np.ascontiguousarray(film[:, ::-1])))
+    back = flip_horizontal(mirrored.landmarks, film.shape[1]).reshape(68, 2)
+    distance = np.linalg.norm(back - pred.landmarks.reshape(68, 2), axis=1)
+    assert distance.mean() <= pred.image_uncertainty, (distance.mean(), pred.image_uncertainty)
+    assert (distance <= pred.uncertainty + mirrored.uncertainty + 1.0).all(), distance.max()

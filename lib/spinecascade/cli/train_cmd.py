@@ -41,6 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --augment: scale of step 2's geometric warps against step 1's (default 0: step 2 "
                    "sees gamma changes only)")
     p.add_argument("--no-pca", action="store_true", help="regress raw offsets (the ablation without shape constraint)")
+    p.add_argument("--no-film-start", action="store_true",
+                   help="with --augment: start step 1 from the mean shape, as the paper does (and as training "
+                   "without --augment does), instead of from the whole-film regression")
+    p.add_argument("--start-epochs", type=int, default=None,
+                   help="epochs of the whole-film start (default: 5 x --epochs)")
     p.add_argument("--finetune", type=Path, default=None, help="start from this model instead of from scratch")
     p.add_argument("--step1-from", type=Path, default=None, metavar="MODEL",
                    help="take step 1 and the cascade's settings from MODEL and train only step 2, started "
@@ -48,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
     p.add_argument("--prediction-stages", type=int, nargs=2, metavar=("CENTRE", "CORNER"), default=None,
                    help="how many stages of step 1 and of step 2 a prediction runs (default: all; every stage "
-                   "is trained either way; the shipped model: 2 2)")
+                   "is trained either way, and the model file keeps those a prediction runs; 0 for step 1 "
+                   "runs the film start alone)")
     p.add_argument("--keep-bad-labels", action="store_true",
                    help="train on labels the checker rejects instead of repairing or excluding them")
 
@@ -71,15 +77,15 @@ def run(args: argparse.Namespace) -> int:
     from spinecascade.method.cascade import Cascade
     from spinecascade.method.model_file import load_model, save_model
     from spinecascade.method.training import TrainConfig, init_distributed, train_cascade
-    from spinecascade.method.workflow import cascade_config, load_training_images, small_config
+    from spinecascade.method.workflow import cascade_config, film_start_if_warped, load_training_images, small_config
 
     rank, world = init_distributed()
     if rank != 0:
         logging.getLogger().setLevel(logging.WARNING)
     samples = dataset_split(args.data, args.folder, args.split)
-    if args.step1_from and (args.finetune or args.no_pca):
-        raise SpineCascadeError("--step1-from takes step 1 and the choice of PCA or raw offsets from its model: "
-                                "it cannot be combined with --finetune or --no-pca")
+    if args.step1_from and (args.finetune or args.no_pca or args.no_film_start):
+        raise SpineCascadeError("--step1-from takes step 1, its start and the choice of PCA or raw offsets from "
+                                "its model: it cannot be combined with --finetune, --no-pca or --no-film-start")
     base = load_model(args.finetune)[0] if args.finetune else None
     step1, step1_info = load_model(args.step1_from) if args.step1_from else (None, {})
     if base is not None:
@@ -88,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         config = replace(step1.config, align_corner_start=cascade_config().align_corner_start)
     else:
         config = small_config() if args.config == "small" else cascade_config(use_pca=not args.no_pca)
+        config = film_start_if_warped(config, args.augment and not args.no_film_start)
     if args.prediction_stages:  # checked before the hours of training, not after
         try:
             Cascade(config).set_prediction_stages(*args.prediction_stages)
@@ -98,13 +105,13 @@ def run(args: argparse.Namespace) -> int:
                                             progress=rank == 0)
     train = TrainConfig(epochs=args.epochs, corner_epochs=args.corner_epochs, learning_rate=args.learning_rate,
                         lr_decay=args.lr_decay, batch_images=args.batch_images, seed=args.seed, augment=args.augment,
-                        corner_warp_strength=args.corner_warp_strength)
+                        corner_warp_strength=args.corner_warp_strength, start_epochs=args.start_epochs)
     checkpoint = args.out.with_name(args.out.name + ".checkpoint")
     start = time.time()
     cascade, history = train_cascade(images, checkpoint, config, train, base=base, step1_from=step1,
                                      device=args.device)
-    if step1 is not None:  # the step-1 stages' records come with them
-        history = [h for h in step1_info.get("history", []) if h["stage"].startswith("centre")] + history
+    if step1 is not None:  # the records of step 1 and its start come with them
+        history = [h for h in step1_info.get("history", []) if not h["stage"].startswith("corner")] + history
     if args.prediction_stages:
         cascade.set_prediction_stages(*args.prediction_stages)
     if rank == 0:

@@ -1,5 +1,8 @@
 """The two-step cascade: 17 vertebra centres in 3 stages, then 4 corners per vertebra in 3 stages.
 
+Step 1 starts from a regression of the 17 centres on the whole film (FilmStart), or, in the paper's form and
+in files written before it, from the mean shape.
+
 Every stage crops patches around the current points, encodes each patch with its own truncated MobileNetV2,
 concatenates the codes of one shape, regresses a few PCA coefficients with one linear layer and moves the
 points by the decoded offset. All coordinates here are pixels of the pre-processed (resized) image.
@@ -7,14 +10,14 @@ points by the decoded offset. All coordinates here are pixels of the pre-process
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spinecascade.landmarks import N_CORNERS, N_VERTEBRAE
-from spinecascade.method.crops import crop_patches
+from spinecascade.method.crops import crop_patches, resample_films
 from spinecascade.method.encoder import TruncatedMobileNetV2
 from spinecascade.method.preprocessing import PreprocessConfig
 from spinecascade.method.shape_model import ShapeModel
@@ -38,6 +41,8 @@ class CascadeConfig:
     feature_dim: int = 64
     # Turn step 2's start, the mean corner layout, to the local direction of the spine through the centres.
     align_corner_start: bool = True
+    # (width, height) every film is resampled to for step 1's whole-film start; None starts from the mean shape.
+    film_start: tuple[int, int] | None = (128, 320)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -48,8 +53,10 @@ class CascadeConfig:
             return StepConfig(tuple(s["crop_size"]), tuple(s["patch_size"]), s["n_components"],
                               s.get("source_downsample", 1))
 
+        film = d.get("film_start")
         return cls(PreprocessConfig(**d["preprocess"]), step(d["centre"]), step(d["corner"]), d["n_stages"],
-                   d["centred_pca"], d["feature_dim"], d.get("align_corner_start", False))
+                   d["centred_pca"], d["feature_dim"], d.get("align_corner_start", False),
+                   tuple(film) if film else None)
 
 
 def normalise_pixels(images_u8: Tensor) -> Tensor:
@@ -105,6 +112,37 @@ class Stage(nn.Module):
         return points + offsets.view(points.shape)
 
 
+class FilmStart(nn.Module):
+    """Step 1's start: the 17 centres regressed from the whole film, as offsets from the mean normalised shape.
+
+    Started from the mean shape, the stages must find a spine that can lie a fifth of the film's width away, and
+    through 80-px windows they cannot tell one vertebra from its neighbours. The whole film shows where the
+    spine runs and where it ends. The film is resampled to a fixed size (the aspect ratio dropped, so normalised
+    coordinates carry over) and encoded by the same truncated MobileNetV2 without its pooling: the positions of
+    the features are what the regression needs.
+    """
+
+    offset_scale = 0.1  # a unit of the head's output is a tenth of the film's width or height
+
+    def __init__(self, film_size: tuple[int, int], feature_dim: int) -> None:
+        super().__init__()
+        self.film_size = film_size
+        self.encoder = TruncatedMobileNetV2(1, feature_dim)
+        cells = [n // self.encoder.input_stride for n in film_size]
+        for _ in range(4):  # the four stride-2 blocks of Table I, each rounding up
+            cells = [(n + 1) // 2 for n in cells]
+        self.head = nn.Linear(feature_dim * cells[0] * cells[1], N_VERTEBRAE * 2)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, source: Tensor, sizes: Tensor) -> Tensor:
+        """Normalised offsets (B, 17, 2) from the mean shape; source (B, 1, H, W), sizes its films' (width, height)."""
+        films = resample_films(source, sizes, self.film_size, self.encoder.input_stride)
+        dtype = next(self.encoder.parameters()).dtype
+        features = self.encoder.features(films.to(dtype).contiguous(memory_format=torch.channels_last)).float()
+        return self.offset_scale * self.head(features.flatten(1)).view(-1, N_VERTEBRAE, 2)
+
+
 def downsample(images: Tensor, factor: int) -> Tensor:
     return images if factor == 1 else F.avg_pool2d(images, factor)
 
@@ -116,6 +154,7 @@ class Cascade(nn.Module):
         n = config.n_stages
         self.centre_stages = nn.ModuleList(Stage(config.centre, N_VERTEBRAE, config.feature_dim) for _ in range(n))
         self.corner_stages = nn.ModuleList(Stage(config.corner, N_CORNERS, config.feature_dim) for _ in range(n))
+        self.film_start = FilmStart(config.film_start, config.feature_dim) if config.film_start else None
         # Mean normalised centres (Eq. 7) and mean corner offsets from the centre, per vertebra (measured in each
         # vertebra's upright frame when the config aligns the start with the spine).
         self.register_buffer("mean_centres", torch.zeros(N_VERTEBRAE, 2))
@@ -126,9 +165,16 @@ class Cascade(nn.Module):
         # Depthwise convolutions run about twice as fast on the CPU in channels-last layout.
         self.to(memory_format=torch.channels_last)
 
-    def initial_centres(self, sizes: Tensor) -> Tensor:
-        """S^0 of Eq. 8: the mean normalised shape scaled to each image; sizes (B, 2) = (width, height)."""
-        return self.mean_centres[None] * sizes[:, None, :]
+    def initial_centres(self, sizes: Tensor, source: Tensor | None = None) -> Tensor:
+        """Step 1's start; sizes (B, 2) = (width, height) of the images.
+
+        Without `source` (the images downsampled as step 1 crops them), or without a film start, it is S^0 of
+        Eq. 8: the mean normalised shape scaled to each image.
+        """
+        normalised = self.mean_centres[None].expand(len(sizes), -1, -1)
+        if source is not None and self.film_start is not None:
+            normalised = normalised + self.film_start(source, sizes / self.config.centre.source_downsample)
+        return normalised * sizes[:, None, :]
 
     def initial_corners(self, centres: Tensor) -> Tensor:
         """Step-2 start: the mean corner layout placed at each centre; (B, 17, 4, 2).
@@ -142,10 +188,28 @@ class Cascade(nn.Module):
         return centres[:, :, None, :] + offsets
 
     def set_prediction_stages(self, centre: int, corner: int) -> None:
+        """With a film start, step 1 may run no stage at all: the start is then its answer."""
         n = self.config.n_stages
-        if not (1 <= centre <= n and 1 <= corner <= n):
-            raise ValueError(f"prediction stages must lie in 1..{n} for each step, got {centre} and {corner}")
+        low = 0 if self.film_start is not None else 1
+        if not (low <= centre <= n and 1 <= corner <= n):
+            why = " (running no step-1 stage needs a film start)" if centre == 0 and low == 1 else ""
+            raise ValueError(f"prediction stages must lie in {low}..{n} for step 1 and in 1..{n} for step 2, "
+                             f"got {centre} and {corner}{why}")
         self.prediction_stages.copy_(torch.tensor([centre, corner]))
+
+    def without_unused_stages(self) -> Cascade:
+        """The same predictions from a smaller cascade: the stages after those a prediction runs dropped."""
+        n = max(self.prediction_stages.tolist())
+        if n == self.config.n_stages:
+            return self
+
+        def kept(key: str) -> bool:
+            module, _, rest = key.partition(".")
+            return module not in ("centre_stages", "corner_stages") or int(rest.split(".")[0]) < n
+
+        smaller = Cascade(replace(self.config, n_stages=n))
+        smaller.load_state_dict({k: v for k, v in self.state_dict().items() if kept(k)})
+        return smaller.train(self.training)
 
     def forward(self, images: Tensor, sizes: Tensor) -> tuple[Tensor, Tensor]:
         """Corners (B, 17, 4, 2) and centres (B, 17, 2) for normalised images (B, 1, H, W)."""
@@ -155,7 +219,7 @@ class Cascade(nn.Module):
 
     def run_centres(self, images: Tensor, sizes: Tensor, stages: int | None = None) -> Tensor:
         source = downsample(images, self.config.centre.source_downsample)
-        points = self.initial_centres(sizes)[:, None]
+        points = self.initial_centres(sizes, source)[:, None]
         for stage in self.centre_stages[:stages]:
             points = stage(source, points)
         return points[:, 0]

@@ -29,3 +29,19 @@ def crop_patches(images: Tensor, points: Tensor, crop_size: tuple[int, int], pat
     grid = torch.stack([(2 * gx + 1) / w - 1, (2 * gy + 1) / h - 1], dim=-1).reshape(b, k * ph, pw, 2)
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out.view(b, c, k, ph, pw).transpose(1, 2).reshape(b * k, c, ph, pw)
+
+
+def resample_films(images: Tensor, sizes: Tensor, film_size: tuple[int, int], stride: int = 1) -> Tensor:
+    """Each image's own (width, height) area of a padded batch resampled to film_size (width, height).
+
+    images: (B, C, H, W); sizes: (B, 2). Returns (B, C, fh, fw), or every stride-th pixel of it as above.
+    """
+    b, c, h, w = images.shape
+    fw, fh = film_size
+    u = (torch.arange(0, fw, stride, dtype=images.dtype, device=images.device) + 0.5) / fw
+    v = (torch.arange(0, fh, stride, dtype=images.dtype, device=images.device) + 0.5) / fh
+    sizes = sizes.to(images.dtype)
+    gx = (2 * u.view(1, 1, -1) * sizes[:, 0, None, None] / w - 1).expand(b, len(v), len(u))
+    gy = (2 * v.view(1, -1, 1) * sizes[:, 1, None, None] / h - 1).expand(b, len(v), len(u))
+    return F.grid_sample(images, torch.stack([gx, gy], dim=-1), mode="bilinear", padding_mode="zeros",
+                         align_corners=False)

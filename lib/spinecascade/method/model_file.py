@@ -33,7 +33,11 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
 
 
 def save_model(path: str | Path, cascade: Cascade, info: dict) -> None:
-    """Write atomically; `info` describes the training data and its metrics (JSON-serialisable)."""
+    """Write atomically; `info` describes the training data and its metrics (JSON-serialisable).
+
+    The file holds the stages a prediction runs: trained stages after them would only make it larger.
+    """
+    cascade = cascade.without_unused_stages()
     tensors = {}
     for key, value in cascade.state_dict().items():
         value = value.detach().cpu()

@@ -96,8 +96,9 @@ class Predictor:
         self.cascade = fold_batchnorm(self.cascade.eval()).to(self.device)
         dtype = encoder_dtype(precision, self.device)
         self.precision = precision
-        for stage in [*self.cascade.centre_stages, *self.cascade.corner_stages]:
-            stage.encoder.to(dtype)
+        for part in [*self.cascade.centre_stages, *self.cascade.corner_stages, self.cascade.film_start]:
+            if part is not None:
+                part.encoder.to(dtype)
         self.mirror = mirror
         self.images_per_pass = 16 if self.device.type == "cuda" else 2
 

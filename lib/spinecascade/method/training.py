@@ -1,6 +1,7 @@
 """Stage-wise training of the cascade (Algorithm 2 of the paper), resumable and data-parallel.
 
-Stages are trained one after another, each on the outputs of the previous one over the whole training set.
+The film start is trained first, then the stages one after another, each on the outputs of the previous one
+over the whole training set.
 After every epoch the complete training state is checkpointed atomically, so a killed run started again with
 the same arguments resumes and ends with the same weights. Under torchrun each process takes a share of every
 batch (DistributedDataParallel; gloo on CPU, NCCL on GPU) and only rank 0 writes.
@@ -48,6 +49,9 @@ class TrainConfig:
     augment: bool = False  # warps beyond the paper's mirrors (augmentation.py)
     warp_strength: float = 1.0  # multiplies the warps' geometric ranges
     corner_warp_strength: float = 0.0  # the same for step 2: gamma only, measured best on held-out images
+    start_epochs: int | None = None  # the film start's (one-cycle schedule); None: 5 x `epochs`, a film is cheap
+    start_learning_rate: float = 1e-3  # the schedule's peak
+    start_batch_images: int = 16
 
 
 class TrainingStopped(Exception):
@@ -72,8 +76,9 @@ def init_distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def _phases(n_stages: int) -> list[tuple[str, int]]:
-    return [(step, i) for step in STEPS for i in range(n_stages)]
+def _phases(config: CascadeConfig) -> list[tuple[str, int]]:
+    start = [("start", 0)] if config.film_start else []
+    return start + [(step, i) for step in STEPS for i in range(config.n_stages)]
 
 
 def _fingerprint(images: list[PreparedImage], config: CascadeConfig, train: TrainConfig, base: str) -> str:
@@ -125,7 +130,7 @@ class _Trainer:
         images01 = u8.to(self.device).float() / 255.0
         if warps is not None:
             images01 = warps.images(images01, sizes.to(self.device))
-        factor = getattr(self.cascade.config, step).source_downsample
+        factor = getattr(self.cascade.config, "corner" if step == "corner" else "centre").source_downsample
         return downsample(standardise(images01), factor), sizes.to(self.device)
 
     def _warps(self, n: int, step: str, *key: int) -> Warps | None:
@@ -133,8 +138,10 @@ class _Trainer:
         if not self.train.augment:
             return None
         strength = self.train.corner_warp_strength if step == "corner" else self.train.warp_strength
+        # The film start sees each whole film 80 times (40 epochs, and mirrors): most views are warped.
+        config = WarpConfig(probability=0.8) if step == "start" else WarpConfig()
         seed = int.from_bytes(hashlib.sha256(repr((self.train.seed, *key)).encode()).digest()[:8], "little")
-        return Warps.draw(n, WarpConfig().scaled(strength), torch.Generator().manual_seed(seed))
+        return Warps.draw(n, config.scaled(strength), torch.Generator().manual_seed(seed))
 
     @torch.no_grad()
     def run_stage(self, stage: Stage, points: np.ndarray, step: str, batch: int = 16) -> np.ndarray:
@@ -145,6 +152,17 @@ class _Trainer:
             idx = np.arange(start, min(start + batch, len(points)))
             source, _ = self._batch(idx, step)
             out.append(stage(source, torch.from_numpy(points[idx]).float().to(self.device)).cpu().numpy())
+        return np.concatenate(out).astype(np.float64)
+
+    @torch.no_grad()
+    def run_start(self, batch: int = 16) -> np.ndarray:
+        """The film start's centres (n, 1, 17, 2) for every training image (eval mode)."""
+        self.cascade.film_start.eval()
+        out = []
+        for first in range(0, len(self.images), batch):
+            idx = np.arange(first, min(first + batch, len(self.images)))
+            source, sizes = self._batch(idx, "start")
+            out.append(self.cascade.initial_centres(sizes, source)[:, None].cpu().numpy())
         return np.concatenate(out).astype(np.float64)
 
     # Checkpoints -------------------------------------------------------------------------------------------
@@ -188,30 +206,71 @@ class _Trainer:
                                                 ).cpu().double().numpy()
 
     def fit(self, fit_pca: bool, first_phase: int = 0) -> None:
-        """Train the phases from `first_phase` on; the ones before it (step-1 stages) are run, not trained."""
-        n_stages = self.cascade.config.n_stages
-        phases = _phases(n_stages)
+        """Train the phases from `first_phase` on; the ones before it (step 1) are run, not trained."""
+        phases = _phases(self.cascade.config)
         state = self.load()
         start_phase, start_epoch = (state["phase"], state["epoch"]) if state else (first_phase, 0)
         points = state["points"] if state else self._initial_points("centre", None)
         if not state:
             for step, index in phases[:first_phase]:
-                points = self.run_stage(self.cascade.centre_stages[index], points, step)
+                if step == "start":
+                    points = self.run_start()
+                else:
+                    points = self.run_stage(self.cascade.centre_stages[index], points, step)
         for p in range(start_phase, len(phases)):
             step, index = phases[p]
+            resume = state if (state and p == start_phase) else None
+            if step == "start":
+                points = self._fit_start(p, resume, start_epoch if resume else 0)
+                continue
             if step == "corner" and points.shape[1:] == (1, N_VERTEBRAE, 2):
                 points = self._initial_points(step, points)
             stage = (self.cascade.centre_stages if step == "centre" else self.cascade.corner_stages)[index]
-            resume = state if (state and p == start_phase) else None
             points = self._fit_stage(p, step, index, stage, points, fit_pca, resume, start_epoch if resume else 0)
+
+    def _fit_start(self, phase: int, resume: dict | None, first_epoch: int) -> np.ndarray:
+        """Train the film start on the training films (warped like step 1's), then run it over all of them."""
+        name = "film start"
+        module = self.cascade.film_start
+        targets = _targets(self.images, "centre")
+        self._time_phase(resume, first_epoch)
+        epochs = self.train.start_epochs or 5 * self.train.epochs
+        size = self.train.start_batch_images
+        optimizer = torch.optim.Adam(module.parameters(), lr=self.train.start_learning_rate)
+        steps = max(epochs * -(-len(self.images) // size), 3)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(  # a tenth of the steps warm up, at least two
+            optimizer, self.train.start_learning_rate, total_steps=steps, pct_start=max(0.1, 2 / steps))
+        if resume and resume.get("optimizer") and first_epoch > 0:
+            optimizer.load_state_dict(resume["optimizer"])
+            scheduler.load_state_dict(resume["scheduler"])
+        model: torch.nn.Module = _Start(self.cascade)
+        if dist.is_initialized():
+            model = DistributedDataParallel(model)
+        sizes = self._sizes()
+        initial = self._initial_points("centre", None)
+
+        def loss_of(mine: np.ndarray, warps: Warps | None) -> torch.Tensor:
+            truth = torch.from_numpy(targets[mine][:, 0])
+            if warps is not None:
+                truth = warps.points(truth, sizes[mine])
+            source, batch_sizes = self._batch(mine, "start", warps)
+            return F.smooth_l1_loss(model(source, batch_sizes), (truth / sizes[mine, None]).float().to(self.device),
+                                    beta=self.train.smooth_l1_beta)
+
+        for epoch in range(first_epoch, epochs):
+            module.train()
+            self._train_epoch(name, "start", phase, epoch, epochs, size, optimizer, loss_of, scheduler)
+            _sync_buffers(module)
+            if epoch + 1 < epochs:
+                self.save(phase, epoch + 1, initial, optimizer, scheduler)
+        return self._phase_done(phase, name, initial, self.run_start(), targets)
 
     def _fit_stage(self, phase: int, step: str, index: int, stage: Stage, points: np.ndarray, fit_pca: bool,
                    resume: dict | None, first_epoch: int) -> np.ndarray:
         n_stages = self.cascade.config.n_stages
         name = f"{step} stage {index + 1}/{n_stages}"
         targets = _targets(self.images, step)
-        resumed_seconds = resume.get("stage_seconds", 0.0) if resume and first_epoch > 0 else 0.0
-        self.stage_started = time.monotonic() - resumed_seconds
+        self._time_phase(resume, first_epoch)
         stage.to(self.device)
         if fit_pca and first_epoch == 0:
             offsets = (targets - points).reshape(len(points) * points.shape[1], -1)
@@ -238,15 +297,24 @@ class _Trainer:
             _sync_buffers(stage)
             if epoch + 1 < epochs:
                 self.save(phase, epoch + 1, points, optimizer, scheduler)
-        new_points = self.run_stage(stage, points, step)
-        mse = self._mse(new_points, targets)
+        return self._phase_done(phase, name, points, self.run_stage(stage, points, step), targets)
+
+    def _time_phase(self, resume: dict | None, first_epoch: int) -> None:
+        """A resumed phase counts the seconds it ran before the interruption."""
+        resumed_seconds = resume.get("stage_seconds", 0.0) if resume and first_epoch > 0 else 0.0
+        self.stage_started = time.monotonic() - resumed_seconds
+
+    def _phase_done(self, phase: int, name: str, before: np.ndarray, after: np.ndarray,
+                    targets: np.ndarray) -> np.ndarray:
+        """Record, log and checkpoint a finished phase; its output points are the next phase's input."""
+        mse = self._mse(after, targets)
         seconds = round(time.monotonic() - self.stage_started, 1)
         self.history.append({"stage": name, "train_mse": mse, "seconds": seconds})
         log.info("%s done in %.0f s: training-set normalised MSE %.3e (before %.3e)", name, seconds, mse,
-                 self._mse(points, targets))
+                 self._mse(before, targets))
         self.on_event({"event": "stage_done", "stage": name, "train_mse": mse})
-        self.save(phase + 1, 0, new_points, None, None)
-        return new_points
+        self.save(phase + 1, 0, after, None, None)
+        return after
 
     def _epochs(self, step: str) -> int:
         if step == "corner" and self.train.corner_epochs is not None:
@@ -256,13 +324,30 @@ class _Trainer:
     def _epoch(self, model, stage: Stage, optimizer, points: np.ndarray, targets: np.ndarray, step: str,
                phase: int, epoch: int, name: str, epochs: int) -> None:
         stage.train()
-        rng = np.random.default_rng([self.train.seed, phase, epoch])
-        order = rng.permutation(len(points))
-        batches = [order[i : i + self.train.batch_images] for i in range(0, len(order), self.train.batch_images)]
+        sizes = self._sizes()
+
+        def loss_of(mine: np.ndarray, warps: Warps | None) -> torch.Tensor:
+            truth = torch.from_numpy(targets[mine])
+            if warps is not None:
+                truth = warps.points(truth, sizes[mine])
+            source, _ = self._batch(mine, step, warps)
+            pts = torch.from_numpy(points[mine]).float().to(self.device)
+            coeffs = stage.shape_model.encode((truth.float().to(self.device) - pts).flatten(0, 1))
+            return F.smooth_l1_loss(model(source, pts), coeffs, beta=self.train.smooth_l1_beta)
+
+        self._train_epoch(name, step, phase, epoch, epochs, self.train.batch_images, optimizer, loss_of)
+
+    def _train_epoch(self, name: str, step: str, phase: int, epoch: int, epochs: int, batch_size: int, optimizer,
+                     loss_of: Callable[[np.ndarray, Warps | None], torch.Tensor], per_batch=None) -> None:
+        """One epoch in a seeded order; under torchrun each rank takes its share of every batch and its warps.
+
+        `per_batch` is a learning-rate schedule that steps after every batch rather than every epoch.
+        """
+        order = np.random.default_rng([self.train.seed, phase, epoch]).permutation(len(self.images))
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         bar = tqdm(batches, desc=f"{name} epoch {epoch + 1}/{epochs}", disable=not self.progress,
                    leave=False, unit="batch")
         total, count = 0.0, 0
-        sizes = self._sizes()
         for number, batch in enumerate(bar):
             if self.should_stop():
                 raise TrainingStopped(f"stopped during {name}, epoch {epoch + 1}")
@@ -271,21 +356,15 @@ class _Trainer:
                 part = np.arange(1)
             mine = batch[part]
             warps = self._warps(len(batch), step, phase, epoch, number)
-            warps = warps[torch.from_numpy(part)] if warps is not None else None
-            truth = torch.from_numpy(targets[mine])
-            if warps is not None:
-                truth = warps.points(truth, sizes[mine])
-            source, _ = self._batch(mine, step, warps)
-            pts = torch.from_numpy(points[mine]).float().to(self.device)
-            coeffs = stage.shape_model.encode((truth.float().to(self.device) - pts).flatten(0, 1))
-            pred = model(source, pts)
-            loss = F.smooth_l1_loss(pred, coeffs, beta=self.train.smooth_l1_beta)
+            loss = loss_of(mine, warps[torch.from_numpy(part)] if warps is not None else None)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if per_batch is not None:
+                per_batch.step()
             total += loss.item() * len(mine)
             count += len(mine)
-            bar.set_postfix(loss=f"{total / count:.4f}")
+            bar.set_postfix(loss=f"{total / count:.4g}")
         self.on_event({"event": "epoch_done", "stage": name, "epoch": epoch + 1, "loss": total / max(count, 1)})
 
     def _sizes(self) -> torch.Tensor:
@@ -294,6 +373,19 @@ class _Trainer:
     def _mse(self, points: np.ndarray, targets: np.ndarray) -> float:
         sizes = [img.size for img in self.images]
         return float(np.mean([normalised_mse(p, t, *s) for p, t, s in zip(points, targets, sizes)]))
+
+
+class _Start(torch.nn.Module):
+    """The film start's normalised centres as a forward pass, for DistributedDataParallel."""
+
+    def __init__(self, cascade: Cascade) -> None:
+        super().__init__()
+        self.film_start = cascade.film_start
+        self.mean_centres = cascade.mean_centres
+        self.factor = cascade.config.centre.source_downsample
+
+    def forward(self, source: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+        return self.mean_centres[None] + self.film_start(source, sizes / self.factor)
 
 
 class _Coefficients(torch.nn.Module):
@@ -315,7 +407,7 @@ def _sync_buffers(module: torch.nn.Module) -> None:
 
 
 def _step1_settings(config: CascadeConfig) -> tuple:
-    return config.preprocess, config.centre, config.n_stages, config.feature_dim, config.centred_pca
+    return config.preprocess, config.centre, config.n_stages, config.feature_dim, config.centred_pca, config.film_start
 
 
 def train_cascade(
@@ -359,6 +451,8 @@ def train_cascade(
     if step1_from is not None:
         cascade.mean_centres.copy_(step1_from.mean_centres)
         cascade.centre_stages.load_state_dict(step1_from.centre_stages.state_dict())
+        if cascade.film_start is not None:
+            cascade.film_start.load_state_dict(step1_from.film_start.state_dict())
     dev = pick_device(device)
     cascade.to(dev)
     base_id = "scratch"
@@ -367,5 +461,6 @@ def train_cascade(
         base_id = ("step1 " if step1_from is not None else "") + digest.hexdigest()
     trainer = _Trainer(cascade, images, train, dev, checkpoint, _fingerprint(images, config, train, base_id),
                        progress, on_event, should_stop)
-    trainer.fit(fit_pca=base is None, first_phase=config.n_stages if step1_from is not None else 0)
+    step2 = [step for step, _ in _phases(config)].index("corner")
+    trainer.fit(fit_pca=base is None, first_phase=step2 if step1_from is not None else 0)
     return cascade.cpu().eval(), trainer.history

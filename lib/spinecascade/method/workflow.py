@@ -23,6 +23,12 @@ def cascade_config(use_pca: bool = True) -> CascadeConfig:
                    corner=replace(default.corner, n_components=None))
 
 
+def film_start_if_warped(config: CascadeConfig, augment: bool) -> CascadeConfig:
+    """The film start only with the training warps: without them it learns its films by heart, and step 1,
+    trained on its near-perfect outputs there, has nothing to learn for unseen films."""
+    return config if augment else replace(config, film_start=None)
+
+
 def load_training_images(samples: list[Sample], config: PreprocessConfig, clean: bool = True,
                          progress: bool = True) -> tuple[list[PreparedImage], CleanedSamples]:
     cleaned = clean_samples(samples) if clean else CleanedSamples(list(samples), {}, {})
@@ -38,6 +44,7 @@ def small_config() -> CascadeConfig:
         StepConfig((96, 48), (48, 24), 8, 2),
         StepConfig((24, 24), (24, 24), 6, 1),
         n_stages=2,
+        film_start=(48, 120),
     )
 
 
@@ -53,7 +60,7 @@ def train_synthetic_model(out: Path, n_images: int = 40, epochs: int = 4, seed: 
     spines = [make_spine(seed * 100_000 + i, 96, 240) for i in range(n_images)]
     images = with_flips([prepare(f"synthetic-{i}", s.image, s.landmarks, config.preprocess)
                          for i, s in enumerate(spines)])
-    train = TrainConfig(epochs=epochs, batch_images=2, learning_rate=2e-3, seed=seed)
+    train = TrainConfig(epochs=epochs, batch_images=2, learning_rate=2e-3, seed=seed, augment=True)
     checkpoint = out.with_name(out.name + ".checkpoint")
     cascade, history = train_cascade(images, checkpoint, config, train, progress=progress)
     save_model(out, cascade, {"name": "synthetic", "data": {"synthetic_images": n_images, "seed": seed},

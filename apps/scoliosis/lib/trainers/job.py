@@ -30,7 +30,7 @@ from spinecascade.io.dataset import Sample, image_size
 from spinecascade.io.labels import read_label
 from spinecascade.method.model_file import load_model, read_metadata, save_model
 from spinecascade.method.training import TrainConfig, TrainingStopped, init_distributed, train_cascade
-from spinecascade.method.workflow import cascade_config, load_training_images
+from spinecascade.method.workflow import cascade_config, film_start_if_warped, load_training_images
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,9 @@ def _train(job: TrainJob, model_path: Path, status: TrainStatus, rank: int, worl
     previous_version = read_metadata(model_path)["sha256"][:12] if current else None
     samples = [s for s in (_sample(entry) for entry in job.samples) if s is not None]
     if job.from_scratch:
-        base, config = None, current[0].config if current else cascade_config()
+        base = None
+        config = film_start_if_warped(current[0].config if current else cascade_config(),
+                                      job.train.get("augment", False))
     else:
         if current is None:
             raise TrainError(f"no model at {model_path} to fine-tune; train from scratch (from_scratch: true)")
@@ -156,7 +158,7 @@ def _train(job: TrainJob, model_path: Path, status: TrainStatus, rank: int, worl
     if not images:
         raise TrainError(f"every final label was excluded as implausible: {cleaned.excluded}")
     status.update(images=len(cleaned.kept), repaired=cleaned.repaired, excluded=cleaned.excluded,
-                  stages_done=0, stages_total=2 * config.n_stages, stages=[])
+                  stages_done=0, stages_total=2 * config.n_stages + bool(config.film_start), stages=[])
     train = TrainConfig(**job.train)
     log.info("training (%s) on %d images, %d workers: %s", status.state["mode"], len(cleaned.kept), world, train)
     checkpoint = model_path.parent / CHECKPOINT_FILE
