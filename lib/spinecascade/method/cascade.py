@@ -124,9 +124,10 @@ class FilmStart(nn.Module):
 
     offset_scale = 0.1  # a unit of the head's output is a tenth of the film's width or height
 
-    def __init__(self, film_size: tuple[int, int], feature_dim: int) -> None:
+    def __init__(self, film_size: tuple[int, int], feature_dim: int, source_downsample: int) -> None:
         super().__init__()
         self.film_size = film_size
+        self.source_downsample = source_downsample
         self.encoder = TruncatedMobileNetV2(1, feature_dim)
         cells = [n // self.encoder.input_stride for n in film_size]
         for _ in range(4):  # the four stride-2 blocks of Table I, each rounding up
@@ -136,8 +137,9 @@ class FilmStart(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, source: Tensor, sizes: Tensor) -> Tensor:
-        """Normalised offsets (B, 17, 2) from the mean shape; source (B, 1, H, W), sizes its films' (width, height)."""
-        films = resample_films(source, sizes, self.film_size, self.encoder.input_stride)
+        """Normalised offsets (B, 17, 2) from the mean shape; source: the images (B, 1, H, W) downsampled as step 1
+        crops them; sizes: the (width, height) of the images before that."""
+        films = resample_films(source, sizes / self.source_downsample, self.film_size, self.encoder.input_stride)
         dtype = next(self.encoder.parameters()).dtype
         features = self.encoder.features(films.to(dtype).contiguous(memory_format=torch.channels_last)).float()
         return self.offset_scale * self.head(features.flatten(1)).view(-1, N_VERTEBRAE, 2)
@@ -154,7 +156,8 @@ class Cascade(nn.Module):
         n = config.n_stages
         self.centre_stages = nn.ModuleList(Stage(config.centre, N_VERTEBRAE, config.feature_dim) for _ in range(n))
         self.corner_stages = nn.ModuleList(Stage(config.corner, N_CORNERS, config.feature_dim) for _ in range(n))
-        self.film_start = FilmStart(config.film_start, config.feature_dim) if config.film_start else None
+        self.film_start = (FilmStart(config.film_start, config.feature_dim, config.centre.source_downsample)
+                           if config.film_start else None)
         # Mean normalised centres (Eq. 7) and mean corner offsets from the centre, per vertebra (measured in each
         # vertebra's upright frame when the config aligns the start with the spine).
         self.register_buffer("mean_centres", torch.zeros(N_VERTEBRAE, 2))
@@ -173,7 +176,7 @@ class Cascade(nn.Module):
         """
         normalised = self.mean_centres[None].expand(len(sizes), -1, -1)
         if source is not None and self.film_start is not None:
-            normalised = normalised + self.film_start(source, sizes / self.config.centre.source_downsample)
+            normalised = normalised + self.film_start(source, sizes)
         return normalised * sizes[:, None, :]
 
     def initial_corners(self, centres: Tensor) -> Tensor:

@@ -243,19 +243,18 @@ class _Trainer:
         if resume and resume.get("optimizer") and first_epoch > 0:
             optimizer.load_state_dict(resume["optimizer"])
             scheduler.load_state_dict(resume["scheduler"])
-        model: torch.nn.Module = _Start(self.cascade)
-        if dist.is_initialized():
-            model = DistributedDataParallel(model)
+        model: torch.nn.Module = DistributedDataParallel(module) if dist.is_initialized() else module
         sizes = self._sizes()
         initial = self._initial_points("centre", None)
+        mean = self.cascade.mean_centres.double().cpu()
 
         def loss_of(mine: np.ndarray, warps: Warps | None) -> torch.Tensor:
             truth = torch.from_numpy(targets[mine][:, 0])
             if warps is not None:
                 truth = warps.points(truth, sizes[mine])
             source, batch_sizes = self._batch(mine, "start", warps)
-            return F.smooth_l1_loss(model(source, batch_sizes), (truth / sizes[mine, None]).float().to(self.device),
-                                    beta=self.train.smooth_l1_beta)
+            offsets = (truth / sizes[mine, None] - mean).float().to(self.device)
+            return F.smooth_l1_loss(model(source, batch_sizes), offsets, beta=self.train.smooth_l1_beta)
 
         for epoch in range(first_epoch, epochs):
             module.train()
@@ -373,19 +372,6 @@ class _Trainer:
     def _mse(self, points: np.ndarray, targets: np.ndarray) -> float:
         sizes = [img.size for img in self.images]
         return float(np.mean([normalised_mse(p, t, *s) for p, t, s in zip(points, targets, sizes)]))
-
-
-class _Start(torch.nn.Module):
-    """The film start's normalised centres as a forward pass, for DistributedDataParallel."""
-
-    def __init__(self, cascade: Cascade) -> None:
-        super().__init__()
-        self.film_start = cascade.film_start
-        self.mean_centres = cascade.mean_centres
-        self.factor = cascade.config.centre.source_downsample
-
-    def forward(self, source: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
-        return self.mean_centres[None] + self.film_start(source, sizes / self.factor)
 
 
 class _Coefficients(torch.nn.Module):
