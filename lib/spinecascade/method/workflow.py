@@ -60,7 +60,9 @@ def train_synthetic_model(out: Path, n_images: int = 40, epochs: int = 4, seed: 
     spines = [make_spine(seed * 100_000 + i, 96, 240) for i in range(n_images)]
     images = with_flips([prepare(f"synthetic-{i}", s.image, s.landmarks, config.preprocess)
                          for i, s in enumerate(spines)])
-    train = TrainConfig(epochs=epochs, batch_images=2, learning_rate=2e-3, seed=seed, augment=True)
+    # 40 films give the film start 5 batches an epoch: it needs twice the default epochs to settle.
+    train = TrainConfig(epochs=epochs, batch_images=2, learning_rate=2e-3, seed=seed, augment=True,
+                        start_epochs=10 * epochs)
     checkpoint = out.with_name(out.name + ".checkpoint")
     cascade, history = train_cascade(images, checkpoint, config, train, progress=progress)
     save_model(out, cascade, {"name": "synthetic", "data": {"synthetic_images": n_images, "seed": seed},
