@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from spinecascade.cli.main import main
 from spinecascade.errors import ModelFileError
 from spinecascade.io.images import Radiograph
-from spinecascade.landmarks import flip_horizontal
+from spinecascade.landmarks import N_CORNERS, flip_horizontal
 from spinecascade.measurement.metrics import normalised_mse
 from spinecascade.method.cascade import Cascade, CascadeConfig, downsample, normalise_pixels, rotate, spine_directions
 from spinecascade.method.crops import crop_patches, resample_films
@@ -342,12 +342,19 @@ def test_step_two_trained_alone_on_a_models_step_one(synthetic_dataset: Path, tm
     assert [h["stage"] for h in stronger_info["history"]] == [h["stage"] for h in whole_info["history"]]
     assert stronger_info["train"]["step1_from"] == str(whole)
     assert stronger_info["train"]["corner_warp_strength"] == 1
+    raw = tmp_path / "raw.safetensors"  # the shape constraint's ablation in step 2 alone
+    assert main(_train_args(synthetic_dataset, raw, *recipe, "--no-pca", "--step1-from", str(whole))) == 0
+    cascade, d = load_model(raw)[0], _tensors(raw)
+    assert cascade.config.corner.n_components is None and cascade.config.centre == load_model(whole)[0].config.centre
+    assert all(torch.equal(a[k], d[k]) for k in step1)
+    for stage in cascade.corner_stages:
+        assert torch.equal(stage.shape_model.components, torch.eye(N_CORNERS * 2))
 
 
 def test_step_one_from_a_model_cannot_be_mixed_with_other_settings(synthetic_dataset: Path, tmp_path: Path,
                                                                     capsys):
     out = tmp_path / "m.safetensors"
-    assert main(_train_args(synthetic_dataset, out, "--no-pca", "--step1-from", str(tmp_path / "x"))) == 2
+    assert main(_train_args(synthetic_dataset, out, "--no-film-start", "--step1-from", str(tmp_path / "x"))) == 2
     assert "--step1-from" in capsys.readouterr().err and not out.exists()
 
 

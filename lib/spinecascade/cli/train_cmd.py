@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corner-warp-strength", type=_strength, default=0.0,
                    help="with --augment: scale of step 2's geometric warps against step 1's (default 0: step 2 "
                    "sees gamma changes only)")
-    p.add_argument("--no-pca", action="store_true", help="regress raw offsets (the ablation without shape constraint)")
+    p.add_argument("--no-pca", action="store_true",
+                   help="regress raw offsets (the ablation without shape constraint); with --step1-from, in step 2")
     p.add_argument("--no-film-start", action="store_true",
                    help="with --augment: start step 1 from the mean shape, as the paper does (and as training "
                    "without --augment does), instead of from the whole-film regression")
@@ -49,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--finetune", type=Path, default=None, help="start from this model instead of from scratch")
     p.add_argument("--step1-from", type=Path, default=None, metavar="MODEL",
                    help="take step 1 and the cascade's settings from MODEL and train only step 2, started "
-                   "turned to the spine as today's default is")
+                   "turned to the spine as today's default is (with --no-pca, step 2 regresses raw offsets)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
     p.add_argument("--prediction-stages", type=int, nargs=2, metavar=("CENTRE", "CORNER"), default=None,
                    help="how many stages of step 1 and of step 2 a prediction runs (default: all; every stage "
@@ -83,15 +84,17 @@ def run(args: argparse.Namespace) -> int:
     if rank != 0:
         logging.getLogger().setLevel(logging.WARNING)
     samples = dataset_split(args.data, args.folder, args.split)
-    if args.step1_from and (args.finetune or args.no_pca or args.no_film_start):
-        raise SpineCascadeError("--step1-from takes step 1, its start and the choice of PCA or raw offsets from "
-                                "its model: it cannot be combined with --finetune, --no-pca or --no-film-start")
+    if args.step1_from and (args.finetune or args.no_film_start):
+        raise SpineCascadeError("--step1-from takes step 1 and its start from its model: it cannot be combined "
+                                "with --finetune or --no-film-start")
     base = load_model(args.finetune)[0] if args.finetune else None
     step1, step1_info = load_model(args.step1_from) if args.step1_from else (None, {})
     if base is not None:
         config = base.config
     elif step1 is not None:  # the model's settings, with today's step-2 start
         config = replace(step1.config, align_corner_start=cascade_config().align_corner_start)
+        if args.no_pca:
+            config = replace(config, corner=replace(config.corner, n_components=None))
     else:
         config = small_config() if args.config == "small" else cascade_config(use_pca=not args.no_pca)
         config = film_start_if_warped(config, args.augment and not args.no_film_start)
