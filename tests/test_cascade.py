@@ -358,6 +358,15 @@ def test_step_one_from_a_model_cannot_be_mixed_with_other_settings(synthetic_dat
     assert "--step1-from" in capsys.readouterr().err and not out.exists()
 
 
+@pytest.mark.parametrize("epochs", ["0", "-3", "many"])
+def test_training_refuses_film_start_epochs_below_one(tmp_path: Path, capsys, epochs: str):
+    """0 or fewer would leave the film start untrained without a word."""
+    with pytest.raises(SystemExit) as stopped:
+        main(_train_args(tmp_path, tmp_path / "m.safetensors", "--augment", "--start-epochs", epochs))
+    assert stopped.value.code == 2
+    assert "--start-epochs" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("decay", ["0", "1.5", "fast"])
 def test_training_refuses_a_learning_rate_decay_outside_zero_to_one(tmp_path: Path, capsys, decay: str):
     with pytest.raises(SystemExit) as stopped:

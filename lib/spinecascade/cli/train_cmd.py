@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-film-start", action="store_true",
                    help="with --augment: start step 1 from the mean shape, as the paper does (and as training "
                    "without --augment does), instead of from the whole-film regression")
-    p.add_argument("--start-epochs", type=int, default=None,
+    p.add_argument("--start-epochs", type=_positive, default=None,
                    help="epochs of the whole-film start (default: 5 x --epochs)")
     p.add_argument("--finetune", type=Path, default=None, help="start from this model instead of from scratch")
     p.add_argument("--step1-from", type=Path, default=None, metavar="MODEL",
@@ -64,6 +64,16 @@ def _decay_factor(text: str) -> float:
     value = float(text)
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"{text} is not in (0, 1]")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number of at least 1")
     return value
 
 
