@@ -287,10 +287,10 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_training_killed_and_restarted_resumes_to_the_same_model(synthetic_dataset: Path, tmp_path: Path):
-    """With the shipped model's recipe: the warps' draws and the learning-rate schedule, too, must come out the
-    same after a restart."""
+    """With the shipped model's recipe and a level finder: the warps' draws, the level finder's priors and the
+    learning-rate schedules, too, must come out the same after a restart."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    recipe = ("--augment", "--lr-decay", "0.9")
+    recipe = ("--augment", "--lr-decay", "0.9", "--level-finder", "--level-epochs", "2")
     whole = tmp_path / "whole.safetensors"
     subprocess.run([*SPINECASCADE, *_train_args(synthetic_dataset, whole, *recipe)], check=True, env=env,
                    capture_output=True)
@@ -309,7 +309,8 @@ def test_training_killed_and_restarted_resumes_to_the_same_model(synthetic_datas
     assert not checkpoint.exists()
     info = load_model(resumed)[1]
     assert (info["train"]["augment"], info["train"]["lr_decay"]) == (True, 0.9)
-    assert len(info["history"]) == 5 and all(stage["seconds"] > 0 for stage in info["history"])
+    assert len(info["history"]) == 6 and all(stage["seconds"] > 0 for stage in info["history"])
+    assert info["history"][3]["stage"] == "level finder"
     assert info["history"][0]["stage"] == "film start"
     a, b = _tensors(whole), _tensors(resumed)
     assert a.keys() == b.keys()
@@ -389,13 +390,14 @@ def test_data_parallel_training_with_two_processes(synthetic_dataset: Path, tmp_
     torchrun = Path(sys.executable).with_name("torchrun")
     result = subprocess.run(
         [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "spinecascade.cli.main",
-         *_train_args(synthetic_dataset, out, "--augment")],
+         *_train_args(synthetic_dataset, out, "--augment", "--level-finder", "--level-epochs", "1")],
         env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     cascade, info = load_model(out)
     assert info["train"]["workers"] == 2
     assert cascade.film_start is not None and info["history"][0]["stage"] == "film start"
+    assert cascade.level_finder is not None and "level finder" in [h["stage"] for h in info["history"]]
 
 
 def test_train_predict_evaluate_from_the_command_line(tiny_model: Path, synthetic_dataset: Path, tmp_path: Path,

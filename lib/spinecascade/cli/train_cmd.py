@@ -45,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-film-start", action="store_true",
                    help="with --augment: start step 1 from the mean shape, as the paper does (and as training "
                    "without --augment does), instead of from the whole-film regression")
+    p.add_argument("--level-finder", action="store_true",
+                   help="end step 1 with the level finder, a strip along the spine that places the vertebrae "
+                   "vertically (README); with --step1-from, added to that model's step 1")
+    p.add_argument("--level-epochs", type=_positive, default=None,
+                   help="epochs of the level finder (default: 4 x --epochs)")
     p.add_argument("--start-epochs", type=_positive, default=None,
                    help="epochs of the whole-film start (default: 5 x --epochs)")
     p.add_argument("--finetune", type=Path, default=None, help="start from this model instead of from scratch")
@@ -88,16 +93,24 @@ def run(args: argparse.Namespace) -> int:
     from spinecascade.method.cascade import Cascade
     from spinecascade.method.model_file import load_model, save_model
     from spinecascade.method.training import TrainConfig, init_distributed, train_cascade
-    from spinecascade.method.workflow import cascade_config, film_start_if_warped, load_training_images, small_config
+    from spinecascade.method.workflow import (
+        cascade_config,
+        film_start_if_warped,
+        level_config,
+        load_training_images,
+        small_config,
+    )
 
     rank, world = init_distributed()
     if rank != 0:
         logging.getLogger().setLevel(logging.WARNING)
-    samples = dataset_split(args.data, args.folder, args.split)
     if args.step1_from and (args.finetune or args.no_film_start):
         raise SpineCascadeError("--step1-from takes step 1 and its start from its model: it cannot be combined "
                                 "with --finetune or --no-film-start")
     base = load_model(args.finetune)[0] if args.finetune else None
+    if args.level_finder and base is not None and base.config.level_finder is None:
+        raise SpineCascadeError(f"--level-finder: {args.finetune} has no level finder to fine-tune; add one with "
+                                "--step1-from instead")
     step1, step1_info = load_model(args.step1_from) if args.step1_from else (None, {})
     if base is not None:
         config = base.config
@@ -108,17 +121,21 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = small_config() if args.config == "small" else cascade_config(use_pca=not args.no_pca)
         config = film_start_if_warped(config, args.augment and not args.no_film_start)
+    if args.level_finder and base is None and config.level_finder is None:
+        config = replace(config, level_finder=level_config(config))
     if args.prediction_stages:  # checked before the hours of training, not after
         try:
             Cascade(config).set_prediction_stages(*args.prediction_stages)
         except ValueError as exc:
             stages = " ".join(map(str, args.prediction_stages))
             raise SpineCascadeError(f"--prediction-stages {stages}: {exc}") from None
+    samples = dataset_split(args.data, args.folder, args.split)
     images, cleaning = load_training_images(samples, config.preprocess, clean=not args.keep_bad_labels,
                                             progress=rank == 0)
     train = TrainConfig(epochs=args.epochs, corner_epochs=args.corner_epochs, learning_rate=args.learning_rate,
                         lr_decay=args.lr_decay, batch_images=args.batch_images, seed=args.seed, augment=args.augment,
-                        corner_warp_strength=args.corner_warp_strength, start_epochs=args.start_epochs)
+                        corner_warp_strength=args.corner_warp_strength, start_epochs=args.start_epochs,
+                        level_epochs=args.level_epochs)
     checkpoint = args.out.with_name(args.out.name + ".checkpoint")
     start = time.time()
     cascade, history = train_cascade(images, checkpoint, config, train, base=base, step1_from=step1,

@@ -113,3 +113,76 @@ class Warps:
         inside = (xs[None] < sizes[:, 0, None, None]) & (ys[None] < sizes[:, 1, None, None])
         gamma = warps.gamma.to(images01.dtype).view(n, 1, 1, 1)
         return warped.clamp(0, 1) ** gamma * inside[:, None].to(images01.dtype)
+
+
+@dataclass(frozen=True)
+class LevelPriorConfig:
+    """How the level finder's training priors miss the truth: as the film start misses unseen films (README: a
+    whole-spine vertical shift of 10 px on average, and little sideways). Pixels of the 680-px image."""
+
+    shift_y: float = 16.0  # standard deviations of normal draws from here on
+    scale_y: float = 0.04  # relative, about the spine's middle
+    each_y: float = 4.0
+    shift_x: float = 4.0
+    each_x: float = 2.0
+    bend_x: float = 4.0  # amplitude of a one-arc lateral bend
+    row_scale: float = 0.15  # uniform range of the strip's vertical stretch (relative) ...
+    row_shift: float = 60.0  # ... and shift: different vertebra sizes and film framings
+    gamma: float = 0.4  # log-uniform in [1 / (1 + g), 1 + g]
+    contrast: float = 0.2  # uniform in [1 - c, 1 + c]
+
+    def for_height(self, height: int) -> LevelPriorConfig:
+        """The pixel ranges for images `height` pixels high instead of 680."""
+        f = height / 680
+        return replace(self, shift_y=self.shift_y * f, each_y=self.each_y * f,
+                       shift_x=self.shift_x * f, each_x=self.each_x * f, bend_x=self.bend_x * f,
+                       row_shift=self.row_shift * f)
+
+
+@dataclass
+class LevelDraws:
+    """One draw per training view for the level finder; tensors with n rows."""
+
+    prior_noise: Tensor  # (n, 4): shift_y, scale_y, shift_x, bend_x
+    each: Tensor  # (n, 17, 2): per-vertebra x and y
+    row_scale: Tensor
+    row_shift: Tensor
+    gamma: Tensor
+    contrast: Tensor
+
+    @classmethod
+    def draw(cls, n: int, config: LevelPriorConfig, generator: torch.Generator, n_points: int) -> LevelDraws:
+        def uniform(*shape: int) -> Tensor:
+            return torch.rand(*shape, generator=generator, dtype=torch.float64) * 2 - 1
+
+        scales = torch.tensor([config.shift_y, config.scale_y, config.shift_x, config.bend_x], dtype=torch.float64)
+        return cls(
+            prior_noise=torch.randn(n, 4, generator=generator, dtype=torch.float64) * scales,
+            each=torch.randn(n, n_points, 2, generator=generator, dtype=torch.float64)
+            * torch.tensor([config.each_x, config.each_y], dtype=torch.float64),
+            row_scale=1 + uniform(n) * config.row_scale,
+            row_shift=uniform(n) * config.row_shift,
+            gamma=torch.exp(uniform(n) * math.log1p(config.gamma)),
+            contrast=1 + uniform(n) * config.contrast,
+        )
+
+    def __getitem__(self, index) -> LevelDraws:
+        return LevelDraws(self.prior_noise[index], self.each[index], self.row_scale[index], self.row_shift[index],
+                          self.gamma[index], self.contrast[index])
+
+    def priors(self, centres: Tensor) -> Tensor:
+        """The true centres (n, 17, 2) moved: whole-spine shift and stretch, a sideways bend, per-vertebra noise."""
+        centres = centres.double()
+        shift_y, scale_y, shift_x, bend_x = self.prior_noise.unbind(-1)
+        middle = centres[..., 1].mean(dim=1, keepdim=True)
+        y = middle + (centres[..., 1] - middle) * (1 + scale_y[:, None]) + shift_y[:, None]
+        arc = torch.sin(torch.linspace(0, math.pi, centres.shape[1], dtype=torch.float64))
+        x = centres[..., 0] + shift_x[:, None] + bend_x[:, None] * arc
+        return torch.stack([x, y], dim=-1) + self.each
+
+    def images(self, images01: Tensor) -> Tensor:
+        """Gamma and contrast about mid-grey, for (n, 1, H, W) images in [0, 1]."""
+        view = (-1, 1, 1, 1)
+        gamma = self.gamma.to(images01).view(view)
+        contrast = self.contrast.to(images01).view(view)
+        return ((images01.clamp(0, 1) ** gamma - 0.5) * contrast + 0.5).clamp(0, 1)

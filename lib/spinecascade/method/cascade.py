@@ -1,7 +1,7 @@
 """The two-step cascade: 17 vertebra centres in 3 stages, then 4 corners per vertebra in 3 stages.
 
 Step 1 starts from a regression of the 17 centres on the whole film (FilmStart), or, in the paper's form and
-in files written before it, from the mean shape.
+in files written before it, from the mean shape. A level finder (level_finder.py) may end step 1.
 
 Every stage crops patches around the current points, encodes each patch with its own truncated MobileNetV2,
 concatenates the codes of one shape, regresses a few PCA coefficients with one linear layer and moves the
@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from spinecascade.landmarks import N_CORNERS, N_VERTEBRAE
 from spinecascade.method.crops import crop_patches, resample_films
 from spinecascade.method.encoder import TruncatedMobileNetV2
+from spinecascade.method.level_finder import LevelConfig, LevelFinder
 from spinecascade.method.preprocessing import PreprocessConfig
 from spinecascade.method.shape_model import ShapeModel
 
@@ -43,6 +44,8 @@ class CascadeConfig:
     align_corner_start: bool = True
     # (width, height) every film is resampled to for step 1's whole-film start; None starts from the mean shape.
     film_start: tuple[int, int] | None = (128, 320)
+    # The strip along the spine that places the levels after step 1's stages; None: step 1 ends with them.
+    level_finder: LevelConfig | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -54,9 +57,10 @@ class CascadeConfig:
                               s.get("source_downsample", 1))
 
         film = d.get("film_start")
+        levels = d.get("level_finder")
         return cls(PreprocessConfig(**d["preprocess"]), step(d["centre"]), step(d["corner"]), d["n_stages"],
                    d["centred_pca"], d["feature_dim"], d.get("align_corner_start", False),
-                   tuple(film) if film else None)
+                   tuple(film) if film else None, LevelConfig.from_dict(levels) if levels else None)
 
 
 def normalise_pixels(images_u8: Tensor) -> Tensor:
@@ -158,6 +162,7 @@ class Cascade(nn.Module):
         self.corner_stages = nn.ModuleList(Stage(config.corner, N_CORNERS, config.feature_dim) for _ in range(n))
         self.film_start = (FilmStart(config.film_start, config.feature_dim, config.centre.source_downsample)
                            if config.film_start else None)
+        self.level_finder = LevelFinder(config.level_finder) if config.level_finder else None
         # Mean normalised centres (Eq. 7) and mean corner offsets from the centre, per vertebra (measured in each
         # vertebra's upright frame when the config aligns the start with the spine).
         self.register_buffer("mean_centres", torch.zeros(N_VERTEBRAE, 2))
@@ -225,6 +230,8 @@ class Cascade(nn.Module):
         points = self.initial_centres(sizes, source)[:, None]
         for stage in self.centre_stages[:stages]:
             points = stage(source, points)
+        if self.level_finder is not None:
+            return self.level_finder(images, points[:, 0])
         return points[:, 0]
 
     def run_corners(self, images: Tensor, centres: Tensor, stages: int | None = None) -> Tensor:

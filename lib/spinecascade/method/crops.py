@@ -45,3 +45,41 @@ def resample_films(images: Tensor, sizes: Tensor, film_size: tuple[int, int], st
     gy = (2 * v.view(1, -1, 1) * sizes[:, 1, None, None] / h - 1).expand(b, len(v), len(u))
     return F.grid_sample(images, torch.stack([gx, gy], dim=-1), mode="bilinear", padding_mode="zeros",
                          align_corners=False)
+
+
+def strip_rows(height: int, step: int, like: Tensor) -> Tensor:
+    """Image rows (pixel centres) a strip samples: every `step`-th row down the whole height; (height // step,)."""
+    return (torch.arange(height // step, dtype=like.dtype, device=like.device) + 0.5) * step - 0.5
+
+
+def centreline(centres: Tensor, rows: Tensor) -> Tensor:
+    """x (B, R) of the spine at image rows (B, R): the polyline through the centres (B, K, 2), held at the first
+    and last centre's x above and below them."""
+    order = centres[..., 1].argsort(dim=1)
+    ordered = torch.gather(centres, 1, order[..., None].expand(-1, -1, 2))
+    cy, cx = ordered[..., 1].contiguous(), ordered[..., 0]
+    rows = rows.contiguous()
+    hi = torch.searchsorted(cy, rows).clamp(1, cy.shape[1] - 1)
+    y0, y1 = torch.gather(cy, 1, hi - 1), torch.gather(cy, 1, hi)
+    x0, x1 = torch.gather(cx, 1, hi - 1), torch.gather(cx, 1, hi)
+    t = ((rows - y0) / (y1 - y0).clamp_min(1e-3)).clamp(0, 1)
+    return x0 + t * (x1 - x0)
+
+
+def spine_strips(images: Tensor, centres: Tensor, width: int, step: int, row_scale: Tensor | None = None,
+                 row_shift: Tensor | None = None) -> Tensor:
+    """A strip `width` pixels wide along the spine through `centres`, down the images' whole height.
+
+    images: (B, C, H, W); centres: (B, K, 2). Samples lie `step` pixels apart; row r of a strip is centred on the
+    spine at image row y_r (strip_rows), or at row_scale * y_r + row_shift with those (B,) tensors (training
+    warps). Returns (B, C, H // step, width // step); outside the image the strips are zero.
+    """
+    b, _, h, w = images.shape
+    rows = strip_rows(h, step, images)[None].expand(b, -1)
+    if row_scale is not None and row_shift is not None:
+        rows = row_scale[:, None].to(images) * rows + row_shift[:, None].to(images)
+    across = (torch.arange(width // step, dtype=images.dtype, device=images.device) - (width // step - 1) / 2) * step
+    gx = centreline(centres.to(images), rows)[..., None] + across
+    gy = rows[..., None].expand_as(gx)
+    grid = torch.stack([(2 * gx + 1) / w - 1, (2 * gy + 1) / h - 1], dim=-1)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

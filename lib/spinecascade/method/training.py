@@ -1,7 +1,7 @@
 """Stage-wise training of the cascade (Algorithm 2 of the paper), resumable and data-parallel.
 
 The film start is trained first, then the stages one after another, each on the outputs of the previous one
-over the whole training set.
+over the whole training set; a level finder, where the config has one, between step 1 and step 2.
 After every epoch the complete training state is checkpointed atomically, so a killed run started again with
 the same arguments resumes and ends with the same weights. Under torchrun each process takes a share of every
 batch (DistributedDataParallel; gloo on CPU, NCCL on GPU) and only rank 0 writes.
@@ -28,13 +28,11 @@ from tqdm import tqdm
 from spinecascade.io.atomic import atomic_path
 from spinecascade.landmarks import N_VERTEBRAE
 from spinecascade.measurement.metrics import normalised_mse
-from spinecascade.method.augmentation import WarpConfig, Warps
+from spinecascade.method.augmentation import LevelDraws, LevelPriorConfig, WarpConfig, Warps
 from spinecascade.method.cascade import Cascade, CascadeConfig, Stage, downsample, rotate, spine_directions, standardise
 from spinecascade.method.samples import PreparedImage, pad_batch
 
 log = logging.getLogger(__name__)
-
-STEPS = ("centre", "corner")
 
 
 @dataclass(frozen=True)
@@ -52,6 +50,8 @@ class TrainConfig:
     start_epochs: int | None = None  # the film start's (one-cycle schedule); None: 5 x `epochs`, a film is cheap
     start_learning_rate: float = 1e-3  # the schedule's peak
     start_batch_images: int = 16
+    level_epochs: int | None = None  # the level finder's (one-cycle schedule); None: 4 x `epochs`
+    level_learning_rate: float = 2e-3  # the schedule's peak
 
 
 class TrainingStopped(Exception):
@@ -78,7 +78,9 @@ def init_distributed() -> tuple[int, int]:
 
 def _phases(config: CascadeConfig) -> list[tuple[str, int]]:
     start = [("start", 0)] if config.film_start else []
-    return start + [(step, i) for step in STEPS for i in range(config.n_stages)]
+    levels = [("levels", 0)] if config.level_finder else []
+    return start + [("centre", i) for i in range(config.n_stages)] + levels + [
+        ("corner", i) for i in range(config.n_stages)]
 
 
 def _fingerprint(images: list[PreparedImage], config: CascadeConfig, train: TrainConfig, base: str) -> str:
@@ -130,17 +132,24 @@ class _Trainer:
         images01 = u8.to(self.device).float() / 255.0
         if warps is not None:
             images01 = warps.images(images01, sizes.to(self.device))
-        factor = getattr(self.cascade.config, "corner" if step == "corner" else "centre").source_downsample
+        factors = {"corner": self.cascade.config.corner.source_downsample, "levels": 1}
+        factor = factors.get(step, self.cascade.config.centre.source_downsample)
         return downsample(standardise(images01), factor), sizes.to(self.device)
 
-    def _warps(self, n: int, step: str, *key: int) -> Warps | None:
-        """The same draws for a batch on every rank and on a resumed run: seeded by (seed, *key)."""
+    def _warps(self, n: int, step: str, *key: int) -> Warps | LevelDraws | None:
+        """The same draws for a batch on every rank and on a resumed run: seeded by (seed, *key).
+
+        The level finder always trains on moved priors and stretched strips: without them it has nothing to find.
+        """
+        seed = int.from_bytes(hashlib.sha256(repr((self.train.seed, *key)).encode()).digest()[:8], "little")
+        if step == "levels":
+            config = LevelPriorConfig().for_height(self.cascade.config.preprocess.height)
+            return LevelDraws.draw(n, config, torch.Generator().manual_seed(seed), N_VERTEBRAE)
         if not self.train.augment:
             return None
         strength = self.train.corner_warp_strength if step == "corner" else self.train.warp_strength
         # The film start sees each whole film 80 times (40 epochs, and mirrors): most views are warped.
         config = WarpConfig(probability=0.8) if step == "start" else WarpConfig()
-        seed = int.from_bytes(hashlib.sha256(repr((self.train.seed, *key)).encode()).digest()[:8], "little")
         return Warps.draw(n, config.scaled(strength), torch.Generator().manual_seed(seed))
 
     @torch.no_grad()
@@ -163,6 +172,18 @@ class _Trainer:
             idx = np.arange(first, min(first + batch, len(self.images)))
             source, sizes = self._batch(idx, "start")
             out.append(self.cascade.initial_centres(sizes, source)[:, None].cpu().numpy())
+        return np.concatenate(out).astype(np.float64)
+
+    @torch.no_grad()
+    def run_levels(self, points: np.ndarray, batch: int = 16) -> np.ndarray:
+        """The level finder's centres (n, 1, 17, 2) from step 1's (eval mode)."""
+        finder = self.cascade.level_finder
+        finder.eval()
+        out = []
+        for first in range(0, len(points), batch):
+            idx = np.arange(first, min(first + batch, len(points)))
+            images, _ = self._batch(idx, "levels")
+            out.append(finder(images, torch.from_numpy(points[idx, 0]).float().to(self.device))[:, None].cpu().numpy())
         return np.concatenate(out).astype(np.float64)
 
     # Checkpoints -------------------------------------------------------------------------------------------
@@ -215,6 +236,8 @@ class _Trainer:
             for step, index in phases[:first_phase]:
                 if step == "start":
                     points = self.run_start()
+                elif step == "levels":
+                    points = self.run_levels(points)
                 else:
                     points = self.run_stage(self.cascade.centre_stages[index], points, step)
         for p in range(start_phase, len(phases)):
@@ -222,6 +245,9 @@ class _Trainer:
             resume = state if (state and p == start_phase) else None
             if step == "start":
                 points = self._fit_start(p, resume, start_epoch if resume else 0)
+                continue
+            if step == "levels":
+                points = self._fit_levels(p, points, resume, start_epoch if resume else 0)
                 continue
             if step == "corner" and points.shape[1:] == (1, N_VERTEBRAE, 2):
                 points = self._initial_points(step, points)
@@ -237,12 +263,7 @@ class _Trainer:
         epochs = self.train.start_epochs or 5 * self.train.epochs
         size = self.train.start_batch_images
         optimizer = torch.optim.Adam(module.parameters(), lr=self.train.start_learning_rate)
-        steps = max(epochs * -(-len(self.images) // size), 3)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(  # a tenth of the steps warm up, at least two
-            optimizer, self.train.start_learning_rate, total_steps=steps, pct_start=max(0.1, 2 / steps))
-        if resume and resume.get("optimizer") and first_epoch > 0:
-            optimizer.load_state_dict(resume["optimizer"])
-            scheduler.load_state_dict(resume["scheduler"])
+        scheduler = self._one_cycle(optimizer, self.train.start_learning_rate, epochs, size, resume, first_epoch)
         model: torch.nn.Module = DistributedDataParallel(module) if dist.is_initialized() else module
         sizes = self._sizes()
         initial = self._initial_points("centre", None)
@@ -263,6 +284,46 @@ class _Trainer:
             if epoch + 1 < epochs:
                 self.save(phase, epoch + 1, initial, optimizer, scheduler)
         return self._phase_done(phase, name, initial, self.run_start(), targets)
+
+    def _one_cycle(self, optimizer, peak: float, epochs: int, batch_size: int, resume: dict | None,
+                   first_epoch: int) -> torch.optim.lr_scheduler.OneCycleLR:
+        """A per-batch one-cycle schedule; a resumed phase gets its optimizer's and schedule's state back."""
+        steps = max(epochs * -(-len(self.images) // batch_size), 3)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(  # a tenth of the steps warm up, at least two
+            optimizer, peak, total_steps=steps, pct_start=max(0.1, 2 / steps))
+        if resume and resume.get("optimizer") and first_epoch > 0:
+            optimizer.load_state_dict(resume["optimizer"])
+            scheduler.load_state_dict(resume["scheduler"])
+        return scheduler
+
+    def _fit_levels(self, phase: int, points: np.ndarray, resume: dict | None, first_epoch: int) -> np.ndarray:
+        """Train the level finder on priors drawn around the truth, then run it on step 1's centres."""
+        name = "level finder"
+        module = self.cascade.level_finder
+        targets = _targets(self.images, "centre")
+        self._time_phase(resume, first_epoch)
+        epochs = self.train.level_epochs or 4 * self.train.epochs
+        size = self.train.batch_images
+        optimizer = torch.optim.AdamW(module.parameters(), lr=self.train.level_learning_rate, weight_decay=1e-4)
+        scheduler = self._one_cycle(optimizer, self.train.level_learning_rate, epochs, size, resume, first_epoch)
+        model: torch.nn.Module = DistributedDataParallel(module) if dist.is_initialized() else module
+
+        def loss_of(mine: np.ndarray, draws: LevelDraws) -> torch.Tensor:
+            truth = torch.from_numpy(targets[mine][:, 0])
+            u8, _ = pad_batch([self.images[i].image for i in mine])
+            images = standardise(draws.images(u8.to(self.device).float() / 255.0))
+            priors = draws.priors(truth).float().to(self.device)
+            found = model(images, priors, draws.row_scale.float().to(self.device),
+                          draws.row_shift.float().to(self.device))
+            return F.smooth_l1_loss(found, truth.float().to(self.device), beta=2.0)
+
+        for epoch in range(first_epoch, epochs):
+            module.train()
+            self._train_epoch(name, "levels", phase, epoch, epochs, size, optimizer, loss_of, scheduler)
+            _sync_buffers(module)
+            if epoch + 1 < epochs:
+                self.save(phase, epoch + 1, points, optimizer, scheduler)
+        return self._phase_done(phase, name, points, self.run_levels(points), targets)
 
     def _fit_stage(self, phase: int, step: str, index: int, stage: Stage, points: np.ndarray, fit_pca: bool,
                    resume: dict | None, first_epoch: int) -> np.ndarray:
@@ -412,7 +473,7 @@ def train_cascade(
 
     With `step1_from`, step 1 (mean centre shape and centre stages) is taken from that cascade and only step 2
     is trained, with step 2's settings from `config` (default: those of `step1_from`): step-2 choices then cost
-    a fraction of a whole training.
+    a fraction of a whole training. A level finder in `config` that `step1_from` lacks is trained before it.
     """
     if not images:
         raise ValueError("no training images")
@@ -439,6 +500,8 @@ def train_cascade(
         cascade.centre_stages.load_state_dict(step1_from.centre_stages.state_dict())
         if cascade.film_start is not None:
             cascade.film_start.load_state_dict(step1_from.film_start.state_dict())
+        if cascade.level_finder is not None and step1_from.level_finder is not None:
+            cascade.level_finder.load_state_dict(step1_from.level_finder.state_dict())
     dev = pick_device(device)
     cascade.to(dev)
     base_id = "scratch"
@@ -447,6 +510,9 @@ def train_cascade(
         base_id = ("step1 " if step1_from is not None else "") + digest.hexdigest()
     trainer = _Trainer(cascade, images, train, dev, checkpoint, _fingerprint(images, config, train, base_id),
                        progress, on_event, should_stop)
-    step2 = [step for step, _ in _phases(config)].index("corner")
-    trainer.fit(fit_pca=base is None, first_phase=step2 if step1_from is not None else 0)
+    steps = [step for step, _ in _phases(config)]
+    first = 0
+    if step1_from is not None:  # a level finder the model lacks is trained before step 2
+        first = steps.index("levels" if config.level_finder and step1_from.level_finder is None else "corner")
+    trainer.fit(fit_pca=base is None, first_phase=first)
     return cascade.cpu().eval(), trainer.history

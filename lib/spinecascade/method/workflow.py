@@ -10,6 +10,7 @@ from tqdm import tqdm
 from spinecascade.io.dataset import Sample
 from spinecascade.method.cascade import CascadeConfig, StepConfig
 from spinecascade.method.label_cleaning import CleanedSamples, clean_samples
+from spinecascade.method.level_finder import LevelConfig
 from spinecascade.method.preprocessing import PreprocessConfig
 from spinecascade.method.samples import PreparedImage, load_prepared, with_flips
 
@@ -46,6 +47,16 @@ def small_config() -> CascadeConfig:
         n_stages=2,
         film_start=(48, 120),
     )
+
+
+def small_level_config() -> LevelConfig:
+    """A level finder for small_config's 240-px images."""
+    return LevelConfig(width=48, step=2, channels=32, dilations=(1, 2, 4, 8))
+
+
+def level_config(config: CascadeConfig) -> LevelConfig:
+    """The level finder for a cascade: the small one for small_config's image height, else the full one."""
+    return small_level_config() if config.preprocess.height == small_config().preprocess.height else LevelConfig()
 
 
 def train_synthetic_model(out: Path, n_images: int = 40, epochs: int = 4, seed: int = 0,

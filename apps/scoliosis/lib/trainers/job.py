@@ -158,7 +158,8 @@ def _train(job: TrainJob, model_path: Path, status: TrainStatus, rank: int, worl
     if not images:
         raise TrainError(f"every final label was excluded as implausible: {cleaned.excluded}")
     status.update(images=len(cleaned.kept), repaired=cleaned.repaired, excluded=cleaned.excluded,
-                  stages_done=0, stages_total=2 * config.n_stages + bool(config.film_start), stages=[])
+                  stages_done=0, stages_total=2 * config.n_stages + bool(config.film_start) + bool(config.level_finder),
+                  stages=[])
     train = TrainConfig(**job.train)
     log.info("training (%s) on %d images, %d workers: %s", status.state["mode"], len(cleaned.kept), world, train)
     checkpoint = model_path.parent / CHECKPOINT_FILE

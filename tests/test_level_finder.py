@@ -1,0 +1,96 @@
+"""The level finder: strips along the spine, and a trained finder putting back levels its priors missed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from spinecascade.cli.main import main
+from spinecascade.io.images import Radiograph
+from spinecascade.method.cascade import normalise_pixels
+from spinecascade.method.crops import centreline, spine_strips
+from spinecascade.method.model_file import load_model
+from spinecascade.method.prediction import Predictor
+from spinecascade.method.samples import pad_batch, prepare
+from spinecascade.method.workflow import small_level_config
+from spinecascade.synthetic import make_spine, write_aasce_layout
+
+
+def test_centreline_joins_the_centres_and_holds_their_x_past_the_ends():
+    centres = torch.tensor([[[10.0, 20.0], [30.0, 40.0], [20.0, 60.0]]])
+    rows = torch.tensor([[0.0, 20.0, 30.0, 40.0, 50.0, 60.0, 90.0]])
+    np.testing.assert_allclose(centreline(centres, rows)[0].numpy(), [10, 10, 20, 30, 25, 20, 20])
+    np.testing.assert_allclose(centreline(centres.flip(1), rows)[0].numpy(), [10, 10, 20, 30, 25, 20, 20])
+
+
+def test_strips_follow_the_spine_down_the_whole_film():
+    yy, xx = torch.meshgrid(torch.arange(80.0), torch.arange(60.0), indexing="ij")
+    images = (xx + 1000 * yy)[None, None].repeat(2, 1, 1, 1)
+    centres = torch.tensor([[[20.0, 10.0], [40.0, 70.0]], [[30.0, 10.0], [30.0, 70.0]]])
+    strips = spine_strips(images, centres, width=8, step=2)
+    assert strips.shape == (2, 1, 40, 4)
+    rows = (torch.arange(40) + 0.5) * 2 - 0.5
+    across = torch.tensor([-3.0, -1.0, 1.0, 3.0])
+    for strip, line in zip(strips, centreline(centres, rows[None].expand(2, -1))):
+        np.testing.assert_allclose(strip[0].numpy(), (line[:, None] + across + 1000 * rows[:, None]).numpy(),
+                                   atol=0.1)
+    # Training warps: row r of a strip samples image row scale * y_r + shift.
+    warped = spine_strips(images, centres, 8, 2, torch.tensor([0.5, 1.0]), torch.tensor([10.0, -4.0]))
+    np.testing.assert_allclose(warped[0, 0, :, 0].numpy() // 1000, (0.5 * rows + 10).numpy() // 1, atol=1)
+    assert warped[1, 0, 0, 0] == 0  # row -4.5 lies above the film
+
+
+@pytest.fixture(scope="module")
+def with_levels(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny_model's step 1 with a level finder added (and step 2 trained again on its centres)."""
+    root = tmp_path_factory.mktemp("levels")
+    write_aasce_layout(root, 24, seed=700, width=96, height=240)
+    out = root / "levels.safetensors"
+    assert main(["train", "--data", str(root), "--split", "all", "--augment", "--step1-from", str(tiny_model),
+                 "--level-finder", "--level-epochs", "12", "--corner-epochs", "1", "--batch-images", "4",
+                 "--out", str(out)]) == 0
+    return out
+
+
+def test_the_level_finder_puts_back_levels_its_priors_missed(with_levels: Path):
+    """On unseen spines, centres moved up or down by most of a level come back near the truth."""
+    cascade, _ = load_model(with_levels)
+    films = [prepare(f"{i}", s.image, s.landmarks, cascade.config.preprocess)
+             for i, s in enumerate(make_spine(91_000 + i, 96, 240) for i in range(8))]
+    u8, _ = pad_batch([f.image for f in films])
+    truth = torch.from_numpy(np.stack([f.landmarks.mean(axis=1) for f in films])).float()
+    level = float((truth[:, -1, 1] - truth[:, 0, 1]).mean() / 16)
+    shift = torch.tensor([0.6, -0.6] * 4)[:, None] * level
+    priors = torch.stack([truth[..., 0], truth[..., 1] + shift], dim=-1)
+    with torch.no_grad():
+        found = cascade.level_finder(normalise_pixels(u8), priors)
+    before = (priors - truth)[..., 1].abs().mean()
+    after = (found - truth)[..., 1].abs().mean()
+    assert after < before / 2, (float(after), float(before))
+
+
+def test_a_model_with_a_level_finder_keeps_step_one_and_predicts(tiny_model: Path, with_levels: Path):
+    cascade, info = load_model(with_levels)
+    assert cascade.config.level_finder == small_level_config()
+    assert [h["stage"] for h in info["history"]].count("level finder") == 1
+    a, b = load_file(str(tiny_model)), load_file(str(with_levels))
+    step1 = [k for k in a if k.startswith(("centre_stages.", "film_start.")) or k == "mean_centres"]
+    assert step1 and all(torch.equal(a[k], b[k]) for k in step1)
+    assert any(k.startswith("level_finder.") for k in b) and not any(k.startswith("level_finder.") for k in a)
+    films = [Radiograph(make_spine(92_000 + i, 96, 240).image.astype(np.float32)) for i in range(2)]
+    plain, levels = (Predictor(m).predict_batch(films) for m in (tiny_model, with_levels))
+    for p, q in zip(plain, levels):
+        assert q.landmarks.shape == (17, 4, 2) and np.isfinite(q.uncertainty).all()
+        assert not np.allclose(p.centres, q.centres)
+
+
+def test_a_level_finder_cannot_be_fine_tuned_into_a_model_without_one(tiny_model: Path, tmp_path: Path, capsys):
+    out = tmp_path / "m.safetensors"
+    assert main(["train", "--data", str(tmp_path), "--finetune", str(tiny_model), "--level-finder",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--level-finder" in err and "--step1-from" in err and not out.exists()
