@@ -18,11 +18,12 @@ INVERTED_RESIDUAL_SETTING = (
 )
 
 
-def conv_bn_relu(in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
+def conv_bn_relu(in_ch: int, out_ch: int, kernel: int, stride: int | tuple[int, int] = 1, groups: int = 1,
+                 activation: type[nn.Module] = nn.ReLU6) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, groups=groups, bias=False),
         nn.BatchNorm2d(out_ch),
-        nn.ReLU6(inplace=True),
+        activation(inplace=True),
     )
 
 

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from spinecascade.landmarks import N_VERTEBRAE
 from spinecascade.method.crops import centreline, spine_strips
+from spinecascade.method.encoder import conv_bn_relu
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,8 @@ class LevelConfig:
         return cls(d["width"], d["step"], d["channels"], tuple(d["dilations"]))
 
 
-def conv_bn_relu(in_ch: int, out_ch: int, stride: int | tuple[int, int] = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False), nn.BatchNorm2d(out_ch),
-                         nn.ReLU(inplace=True))
+def conv3x3(in_ch: int, out_ch: int, stride: int | tuple[int, int] = 1) -> nn.Sequential:
+    return conv_bn_relu(in_ch, out_ch, 3, stride, activation=nn.ReLU)
 
 
 class DilatedBlock(nn.Module):
@@ -63,8 +63,7 @@ class LevelFinder(nn.Module):
         # Halve the rows once (4-px rows), the columns three times: across the strip only the layout counts.
         self.rows_stride = 2
         self.features = nn.Sequential(
-            conv_bn_relu(1, 16), conv_bn_relu(16, 32, 2), conv_bn_relu(32, 32),
-            conv_bn_relu(32, 48, (1, 2)), conv_bn_relu(48, 64, (1, 2)),
+            conv3x3(1, 16), conv3x3(16, 32, 2), conv3x3(32, 32), conv3x3(32, 48, (1, 2)), conv3x3(48, 64, (1, 2)),
         )
         columns = config.width // config.step
         for _ in range(3):
