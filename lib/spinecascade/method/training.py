@@ -277,13 +277,19 @@ class _Trainer:
             offsets = (truth / sizes[mine, None] - mean).float().to(self.device)
             return F.smooth_l1_loss(model(source, batch_sizes), offsets, beta=self.train.smooth_l1_beta)
 
+        self._train_module(module, name, "start", phase, first_epoch, epochs, size, optimizer, loss_of, scheduler,
+                           initial)
+        return self._phase_done(phase, name, initial, self.run_start(), targets)
+
+    def _train_module(self, module: torch.nn.Module, name: str, step: str, phase: int, first_epoch: int, epochs: int,
+                      batch_size: int, optimizer, loss_of, scheduler, points: np.ndarray) -> None:
+        """Epochs of a phase that trains one module; a checkpoint after each but the last lets a kill resume."""
         for epoch in range(first_epoch, epochs):
             module.train()
-            self._train_epoch(name, "start", phase, epoch, epochs, size, optimizer, loss_of, scheduler)
+            self._train_epoch(name, step, phase, epoch, epochs, batch_size, optimizer, loss_of, scheduler)
             _sync_buffers(module)
             if epoch + 1 < epochs:
-                self.save(phase, epoch + 1, initial, optimizer, scheduler)
-        return self._phase_done(phase, name, initial, self.run_start(), targets)
+                self.save(phase, epoch + 1, points, optimizer, scheduler)
 
     def _one_cycle(self, optimizer, peak: float, epochs: int, batch_size: int, resume: dict | None,
                    first_epoch: int) -> torch.optim.lr_scheduler.OneCycleLR:
@@ -317,12 +323,8 @@ class _Trainer:
                           draws.row_shift.float().to(self.device))
             return F.smooth_l1_loss(found, truth.float().to(self.device), beta=2.0)
 
-        for epoch in range(first_epoch, epochs):
-            module.train()
-            self._train_epoch(name, "levels", phase, epoch, epochs, size, optimizer, loss_of, scheduler)
-            _sync_buffers(module)
-            if epoch + 1 < epochs:
-                self.save(phase, epoch + 1, points, optimizer, scheduler)
+        self._train_module(module, name, "levels", phase, first_epoch, epochs, size, optimizer, loss_of, scheduler,
+                           points)
         return self._phase_done(phase, name, points, self.run_levels(points), targets)
 
     def _fit_stage(self, phase: int, step: str, index: int, stage: Stage, points: np.ndarray, fit_pca: bool,
