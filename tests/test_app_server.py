@@ -151,6 +151,14 @@ def test_unknown_image_id_is_404(scoliosis_server: Server):
     assert response.status_code == 404
 
 
+def test_unknown_inference_task_is_404_naming_the_tasks(scoliosis_server: Server):
+    response = scoliosis_server.request("POST", "/infer/auto-landmark", params={"image": "spine-0", "output": "json"})
+    assert response.status_code == 404
+    assert "'auto-landmark'" in response.json()["detail"]
+    assert "vertebral_landmarks" in response.json()["detail"]
+    assert scoliosis_server.infer("spine-0").status_code == 200
+
+
 def test_datastore_refuses_a_file_that_is_no_radiograph(scoliosis_server: Server):
     response = scoliosis_server.request("PUT", "/datastore/image", params={"image": "notes"},
                                         files={"file": ("notes.png", b"not a picture")})

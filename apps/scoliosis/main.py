@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 import torch
+from fastapi import HTTPException
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
@@ -85,6 +86,9 @@ class ScoliosisApp(MONAILabelApp):
 
     def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
         """Tell the task which datastore id was asked for: the base class replaces it by a file path."""
+        model = request.get("model")
+        if model not in self._infers:  # the base class answers a bare 500 to a mistyped task name
+            raise HTTPException(404, f"no inference task {model!r} on this server; it has {', '.join(self._infers)}")
         request = {k: v for k, v in request.items() if k != IMAGE_ID}
         image = request.get("image")
         if isinstance(image, str) and image and not os.path.exists(image):
