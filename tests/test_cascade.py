@@ -21,8 +21,8 @@ from spinecascade.errors import ModelFileError
 from spinecascade.io.images import Radiograph
 from spinecascade.landmarks import N_CORNERS, flip_horizontal
 from spinecascade.measurement.metrics import normalised_mse
-from spinecascade.method.cascade import Cascade, CascadeConfig, downsample, normalise_pixels, rotate, spine_directions
-from spinecascade.method.crops import crop_patches, resample_films
+from spinecascade.method.cascade import Cascade, CascadeConfig, downsample, normalise_pixels
+from spinecascade.method.crops import crop_patches, resample_films, rotate, spine_directions
 from spinecascade.method.encoder import TruncatedMobileNetV2
 from spinecascade.method.model_file import load_model, save_model
 from spinecascade.method.prediction import Predictor
@@ -287,10 +287,12 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_training_killed_and_restarted_resumes_to_the_same_model(synthetic_dataset: Path, tmp_path: Path):
-    """With the shipped model's recipe and a level finder: the warps' draws, the level finder's priors and the
-    learning-rate schedules, too, must come out the same after a restart."""
+    """With the shipped model's recipe, a level finder and corner heatmaps: the warps' draws, the level finder's
+    priors, the heatmaps' moved centres and the learning-rate schedules, too, must come out the same after a
+    restart."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    recipe = ("--augment", "--lr-decay", "0.9", "--level-finder", "--level-epochs", "2")
+    recipe = ("--augment", "--lr-decay", "0.9", "--level-finder", "--level-epochs", "2", "--corner-heatmaps",
+              "--heatmap-epochs", "2")
     whole = tmp_path / "whole.safetensors"
     subprocess.run([*SPINECASCADE, *_train_args(synthetic_dataset, whole, *recipe)], check=True, env=env,
                    capture_output=True)
@@ -309,8 +311,9 @@ def test_training_killed_and_restarted_resumes_to_the_same_model(synthetic_datas
     assert not checkpoint.exists()
     info = load_model(resumed)[1]
     assert (info["train"]["augment"], info["train"]["lr_decay"]) == (True, 0.9)
-    assert len(info["history"]) == 6 and all(stage["seconds"] > 0 for stage in info["history"])
+    assert len(info["history"]) == 7 and all(stage["seconds"] > 0 for stage in info["history"])
     assert info["history"][3]["stage"] == "level finder"
+    assert info["history"][4]["stage"] == "corner heatmaps"
     assert info["history"][0]["stage"] == "film start"
     a, b = _tensors(whole), _tensors(resumed)
     assert a.keys() == b.keys()
@@ -390,14 +393,17 @@ def test_data_parallel_training_with_two_processes(synthetic_dataset: Path, tmp_
     torchrun = Path(sys.executable).with_name("torchrun")
     result = subprocess.run(
         [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "spinecascade.cli.main",
-         *_train_args(synthetic_dataset, out, "--augment", "--level-finder", "--level-epochs", "1")],
+         *_train_args(synthetic_dataset, out, "--augment", "--level-finder", "--level-epochs", "1",
+                      "--corner-heatmaps", "--heatmap-epochs", "1")],
         env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     cascade, info = load_model(out)
     assert info["train"]["workers"] == 2
     assert cascade.film_start is not None and info["history"][0]["stage"] == "film start"
-    assert cascade.level_finder is not None and "level finder" in [h["stage"] for h in info["history"]]
+    stages = [h["stage"] for h in info["history"]]
+    assert cascade.level_finder is not None and "level finder" in stages
+    assert cascade.corner_heatmaps is not None and "corner heatmaps" in stages
 
 
 def test_train_predict_evaluate_from_the_command_line(tiny_model: Path, synthetic_dataset: Path, tmp_path: Path,

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import step_two_retrained
 from safetensors.torch import load_file
 
 from spinecascade.cli.main import main
@@ -17,7 +18,7 @@ from spinecascade.method.model_file import load_model
 from spinecascade.method.prediction import Predictor
 from spinecascade.method.samples import pad_batch, prepare
 from spinecascade.method.workflow import small_level_config
-from spinecascade.synthetic import make_spine, write_aasce_layout
+from spinecascade.synthetic import make_spine
 
 
 def test_centreline_joins_the_centres_and_holds_their_x_past_the_ends():
@@ -47,13 +48,8 @@ def test_strips_follow_the_spine_down_the_whole_film():
 @pytest.fixture(scope="module")
 def with_levels(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tiny_model's step 1 with a level finder added (and step 2 trained again on its centres)."""
-    root = tmp_path_factory.mktemp("levels")
-    write_aasce_layout(root, 24, seed=700, width=96, height=240)
-    out = root / "levels.safetensors"
-    assert main(["train", "--data", str(root), "--split", "all", "--augment", "--step1-from", str(tiny_model),
-                 "--level-finder", "--level-epochs", "12", "--corner-epochs", "1", "--batch-images", "4",
-                 "--out", str(out)]) == 0
-    return out
+    return step_two_retrained(tiny_model, tmp_path_factory.mktemp("levels"), 700, "--level-finder",
+                              "--level-epochs", "12")
 
 
 def test_the_level_finder_puts_back_levels_its_priors_missed(with_levels: Path):

@@ -45,7 +45,9 @@ def test_shipped_model_on_a_bundled_sample_study(name):
 
 def test_shipped_model_gives_a_mirrored_study_the_mirrored_landmarks_point_by_point():
     """Each answer averages a view and its mirror, so only CLAHE's tile grid, which is not mirror-symmetric,
-    separates the two: every point within the two predictions' own uncertainties there (and 1 px)."""
+    separates the two: on average within the image's uncertainty, and every point within the two predictions'
+    own uncertainties there and one cell of the corner heatmaps (2 px of the 680-px film the model reads), where a
+    soft-argmax between two edges can tip either way. A corner swapped left for right would be a vertebra off."""
     study = SHIPPED_MODEL.parents[1] / "sample_studies" / "sunhl-1th-26-Jul-2016-68_A_AP.jpg"
     film = load_image(study).to_uint8().astype(np.float32)
     predictor = Predictor(SHIPPED_MODEL, device="cpu")
@@ -54,4 +56,5 @@ def test_shipped_model_gives_a_mirrored_study_the_mirrored_landmarks_point_by_po
     back = flip_horizontal(mirrored.landmarks, film.shape[1]).reshape(68, 2)
     distance = np.linalg.norm(back - pred.landmarks.reshape(68, 2), axis=1)
     assert distance.mean() <= pred.image_uncertainty, (distance.mean(), pred.image_uncertainty)
-    assert (distance <= pred.uncertainty + mirrored.uncertainty + 1.0).all(), distance.max()
+    cell = 2 * film.shape[0] / 680
+    assert (distance <= pred.uncertainty + mirrored.uncertainty + cell + 1.0).all(), distance.max()

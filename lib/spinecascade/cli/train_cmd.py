@@ -50,6 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "vertically (README); with --step1-from, added to that model's step 1")
     p.add_argument("--level-epochs", type=_positive, default=None,
                    help="epochs of the level finder (default: 4 x --epochs)")
+    p.add_argument("--corner-heatmaps", action="store_true",
+                   help="start step 2 from corner heatmaps in a window around each centre instead of the mean "
+                   "corner layout (README); with --step1-from, added to that model's step 2")
+    p.add_argument("--heatmap-epochs", type=_positive, default=None,
+                   help="epochs of the corner heatmaps (default: 1.5 x --epochs)")
     p.add_argument("--start-epochs", type=_positive, default=None,
                    help="epochs of the whole-film start (default: 5 x --epochs)")
     p.add_argument("--finetune", type=Path, default=None, help="start from this model instead of from scratch")
@@ -95,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from spinecascade.method.training import TrainConfig, init_distributed, train_cascade
     from spinecascade.method.workflow import (
         cascade_config,
+        corner_heatmap_config,
         film_start_if_warped,
         level_config,
         load_training_images,
@@ -111,6 +117,9 @@ def run(args: argparse.Namespace) -> int:
     if args.level_finder and base is not None and base.config.level_finder is None:
         raise SpineCascadeError(f"--level-finder: {args.finetune} has no level finder to fine-tune; add one with "
                                 "--step1-from instead")
+    if args.corner_heatmaps and base is not None and base.config.corner_heatmaps is None:
+        raise SpineCascadeError(f"--corner-heatmaps: {args.finetune} has no corner heatmaps to fine-tune; add them "
+                                "with --step1-from instead")
     step1, step1_info = load_model(args.step1_from) if args.step1_from else (None, {})
     if base is not None:
         config = base.config
@@ -123,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
         config = film_start_if_warped(config, args.augment and not args.no_film_start)
     if args.level_finder and base is None and config.level_finder is None:
         config = replace(config, level_finder=level_config(config))
+    if args.corner_heatmaps and base is None and config.corner_heatmaps is None:
+        config = replace(config, corner_heatmaps=corner_heatmap_config(config))
     if args.prediction_stages:  # checked before the hours of training, not after
         try:
             Cascade(config).set_prediction_stages(*args.prediction_stages)
@@ -135,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     train = TrainConfig(epochs=args.epochs, corner_epochs=args.corner_epochs, learning_rate=args.learning_rate,
                         lr_decay=args.lr_decay, batch_images=args.batch_images, seed=args.seed, augment=args.augment,
                         corner_warp_strength=args.corner_warp_strength, start_epochs=args.start_epochs,
-                        level_epochs=args.level_epochs)
+                        level_epochs=args.level_epochs, heatmap_epochs=args.heatmap_epochs)
     checkpoint = args.out.with_name(args.out.name + ".checkpoint")
     start = time.time()
     cascade, history = train_cascade(images, checkpoint, config, train, base=base, step1_from=step1,

@@ -186,3 +186,48 @@ class LevelDraws:
         gamma = self.gamma.to(images01).view(view)
         contrast = self.contrast.to(images01).view(view)
         return ((images01.clamp(0, 1) ** gamma - 0.5) * contrast + 0.5).clamp(0, 1)
+
+
+@dataclass(frozen=True)
+class CornerDrawConfig:
+    """How the corner heatmaps' training windows miss the true centres: by a few pixels each way, as step 1 misses
+    unseen films on most vertebrae (README). Pixels of the 680-px image."""
+
+    centre: float = 4.0  # standard deviation of normal draws, per vertebra and axis
+    direction: float = 4.0  # the same for the centres the windows' turn is measured from (drawn apart)
+    vertebrae: int = 8  # windows per view of the 17, drawn anew every batch: half the cost of all of them
+    gamma: float = 0.2  # log-uniform in [1 / (1 + g), 1 + g]
+
+    def for_height(self, height: int) -> CornerDrawConfig:
+        f = height / 680
+        return replace(self, centre=self.centre * f, direction=self.direction * f)
+
+
+@dataclass
+class CornerDraws:
+    """One draw per training view for the corner heatmaps; tensors with n rows."""
+
+    centre_noise: Tensor  # (n, V, 2)
+    direction_noise: Tensor  # (n, V, 2)
+    vertebrae: Tensor  # (n, k) indices of the windows used
+    gamma: Tensor
+
+    @classmethod
+    def draw(cls, n: int, config: CornerDrawConfig, generator: torch.Generator, n_vertebrae: int) -> CornerDraws:
+        k = min(config.vertebrae, n_vertebrae)
+        return cls(
+            centre_noise=torch.randn(n, n_vertebrae, 2, generator=generator, dtype=torch.float64) * config.centre,
+            direction_noise=torch.randn(n, n_vertebrae, 2, generator=generator, dtype=torch.float64)
+            * config.direction,
+            vertebrae=torch.stack([torch.randperm(n_vertebrae, generator=generator)[:k] for _ in range(n)])
+            if n else torch.zeros(0, k, dtype=torch.long),
+            gamma=torch.exp((torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1)
+                            * math.log1p(config.gamma)),
+        )
+
+    def __getitem__(self, index) -> CornerDraws:
+        return CornerDraws(self.centre_noise[index], self.direction_noise[index], self.vertebrae[index],
+                           self.gamma[index])
+
+    def images(self, images01: Tensor) -> Tensor:
+        return images01.clamp(0, 1) ** self.gamma.to(images01).view(-1, 1, 1, 1)

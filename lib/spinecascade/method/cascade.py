@@ -1,7 +1,8 @@
 """The two-step cascade: 17 vertebra centres in 3 stages, then 4 corners per vertebra in 3 stages.
 
 Step 1 starts from a regression of the 17 centres on the whole film (FilmStart), or, in the paper's form and
-in files written before it, from the mean shape. A level finder (level_finder.py) may end step 1.
+in files written before it, from the mean shape. A level finder (level_finder.py) may end step 1. Step 2 starts
+from the mean corner layout at the centres or, where the config has them, from corner heatmaps (corner_heatmaps.py).
 
 Every stage crops patches around the current points, encodes each patch with its own truncated MobileNetV2,
 concatenates the codes of one shape, regresses a few PCA coefficients with one linear layer and moves the
@@ -17,7 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spinecascade.landmarks import N_CORNERS, N_VERTEBRAE
-from spinecascade.method.crops import crop_patches, resample_films
+from spinecascade.method.corner_heatmaps import CornerHeatmapConfig, CornerHeatmaps
+from spinecascade.method.crops import crop_patches, resample_films, rotate, spine_directions
 from spinecascade.method.encoder import TruncatedMobileNetV2
 from spinecascade.method.level_finder import LevelConfig, LevelFinder
 from spinecascade.method.preprocessing import PreprocessConfig
@@ -46,6 +48,8 @@ class CascadeConfig:
     film_start: tuple[int, int] | None = (128, 320)
     # The strip along the spine that places the levels after step 1's stages; None: step 1 ends with them.
     level_finder: LevelConfig | None = None
+    # The window around each centre whose heatmaps start step 2; None: the mean corner layout starts it.
+    corner_heatmaps: CornerHeatmapConfig | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -58,9 +62,11 @@ class CascadeConfig:
 
         film = d.get("film_start")
         levels = d.get("level_finder")
+        corners = d.get("corner_heatmaps")
         return cls(PreprocessConfig(**d["preprocess"]), step(d["centre"]), step(d["corner"]), d["n_stages"],
                    d["centred_pca"], d["feature_dim"], d.get("align_corner_start", False),
-                   tuple(film) if film else None, LevelConfig.from_dict(levels) if levels else None)
+                   tuple(film) if film else None, LevelConfig.from_dict(levels) if levels else None,
+                   CornerHeatmapConfig.from_dict(corners) if corners else None)
 
 
 def normalise_pixels(images_u8: Tensor) -> Tensor:
@@ -71,19 +77,6 @@ def normalise_pixels(images_u8: Tensor) -> Tensor:
 def standardise(images01: Tensor) -> Tensor:
     """Images in [0, 1] to the network's input range."""
     return (images01 - 0.5) / 0.25
-
-
-def spine_directions(centres: Tensor) -> Tensor:
-    """Angle from the vertical of the line through each centre's neighbours (one-sided at the ends); (B, 17)."""
-    step = torch.gradient(centres, dim=1)[0]
-    return torch.atan2(step[..., 0], step[..., 1])
-
-
-def rotate(offsets: Tensor, angles: Tensor) -> Tensor:
-    """Turn the offsets (B, V, K, 2) of each vertebra by its angle (B, V), in image axes (y down)."""
-    c, s = torch.cos(angles)[..., None], torch.sin(angles)[..., None]
-    x, y = offsets[..., 0], offsets[..., 1]
-    return torch.stack([x * c - y * s, x * s + y * c], dim=-1)
 
 
 class Stage(nn.Module):
@@ -163,6 +156,7 @@ class Cascade(nn.Module):
         self.film_start = (FilmStart(config.film_start, config.feature_dim, config.centre.source_downsample)
                            if config.film_start else None)
         self.level_finder = LevelFinder(config.level_finder) if config.level_finder else None
+        self.corner_heatmaps = CornerHeatmaps(config.corner_heatmaps) if config.corner_heatmaps else None
         # Mean normalised centres (Eq. 7) and mean corner offsets from the centre, per vertebra (measured in each
         # vertebra's upright frame when the config aligns the start with the spine).
         self.register_buffer("mean_centres", torch.zeros(N_VERTEBRAE, 2))
@@ -184,25 +178,32 @@ class Cascade(nn.Module):
             normalised = normalised + self.film_start(source, sizes)
         return normalised * sizes[:, None, :]
 
-    def initial_corners(self, centres: Tensor) -> Tensor:
+    def initial_corners(self, centres: Tensor, images: Tensor | None = None) -> Tensor:
         """Step-2 start: the mean corner layout placed at each centre; (B, 17, 4, 2).
 
         Most of how one vertebra's corners differ from the mean layout is its tilt, and the tilt follows the
-        spine; turned to the spine's direction through the centres, the start is nearer the truth.
+        spine; turned to the spine's direction through the centres, the start is nearer the truth. With `images`
+        (normalised, full resolution) and corner heatmaps, the corners found around each centre start it instead.
         """
+        if images is not None and self.corner_heatmaps is not None:
+            return self.corner_heatmaps(images, centres)
         offsets = self.mean_corner_offsets[None].expand(len(centres), -1, -1, -1)
         if self.config.align_corner_start:
             offsets = rotate(offsets, -spine_directions(centres))
         return centres[:, :, None, :] + offsets
 
     def set_prediction_stages(self, centre: int, corner: int) -> None:
-        """With a film start, step 1 may run no stage at all: the start is then its answer."""
+        """With a film start, step 1 may run no stage at all, and with corner heatmaps step 2: the start is then
+        the step's answer."""
         n = self.config.n_stages
         low = 0 if self.film_start is not None else 1
-        if not (low <= centre <= n and 1 <= corner <= n):
+        low_corner = 0 if self.corner_heatmaps is not None else 1
+        if not (low <= centre <= n and low_corner <= corner <= n):
             why = " (running no step-1 stage needs a film start)" if centre == 0 and low == 1 else ""
-            raise ValueError(f"prediction stages must lie in {low}..{n} for step 1 and in 1..{n} for step 2, "
-                             f"got {centre} and {corner}{why}")
+            if corner == 0 and low_corner == 1:
+                why = " (running no step-2 stage needs corner heatmaps)"
+            raise ValueError(f"prediction stages must lie in {low}..{n} for step 1 and in {low_corner}..{n} for "
+                             f"step 2, got {centre} and {corner}{why}")
         self.prediction_stages.copy_(torch.tensor([centre, corner]))
 
     def without_unused_stages(self) -> Cascade:
@@ -236,7 +237,7 @@ class Cascade(nn.Module):
 
     def run_corners(self, images: Tensor, centres: Tensor, stages: int | None = None) -> Tensor:
         source = downsample(images, self.config.corner.source_downsample)
-        points = self.initial_corners(centres)
+        points = self.initial_corners(centres, images)
         for stage in self.corner_stages[:stages]:
             points = stage(source, points)
         return points

@@ -83,3 +83,36 @@ def spine_strips(images: Tensor, centres: Tensor, width: int, step: int, row_sca
     gy = rows[..., None].expand_as(gx)
     grid = torch.stack([(2 * gx + 1) / w - 1, (2 * gy + 1) / h - 1], dim=-1)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def spine_directions(centres: Tensor) -> Tensor:
+    """Angle from the vertical of the line through each centre's neighbours (one-sided at the ends); (B, 17)."""
+    step = torch.gradient(centres, dim=1)[0]
+    return torch.atan2(step[..., 0], step[..., 1])
+
+
+def rotate(offsets: Tensor, angles: Tensor) -> Tensor:
+    """Turn the offsets (B, V, K, 2) of each vertebra by its angle (B, V), in image axes (y down)."""
+    c, s = torch.cos(angles)[..., None], torch.sin(angles)[..., None]
+    x, y = offsets[..., 0], offsets[..., 1]
+    return torch.stack([x * c - y * s, x * s + y * c], dim=-1)
+
+
+def turned_windows(images: Tensor, centres: Tensor, angles: Tensor, size: float, spacing: float) -> Tensor:
+    """A square window `size` pixels wide around each centre, sampled every `spacing` pixels in a frame turned by
+    its angle, so that a vertebra on a tilted spine stands upright in it.
+
+    images: (B, C, H, W); centres: (B, K, 2); angles: (B, K), as spine_directions gives them. Returns
+    (B * K, C, n, n) with n = round(size / spacing), the windows of image 0 first; outside the image they are zero.
+    """
+    b, c, h, w = images.shape
+    k = centres.shape[1]
+    n = round(size / spacing)
+    steps = (torch.arange(n, dtype=images.dtype, device=images.device) + 0.5) * spacing - size / 2
+    gy, gx = torch.meshgrid(steps, steps, indexing="ij")
+    upright = torch.stack([gx, gy], dim=-1).view(1, 1, n * n, 2).expand(b, k, n * n, 2)
+    points = centres.to(images.dtype)[:, :, None, :] + rotate(upright, -angles.to(images.dtype))
+    grid = torch.stack([(2 * points[..., 0] + 1) / w - 1, (2 * points[..., 1] + 1) / h - 1], dim=-1)
+    out = F.grid_sample(images, grid.view(b, k * n, n, 2), mode="bilinear", padding_mode="zeros",
+                        align_corners=False)
+    return out.view(b, c, k, n, n).transpose(1, 2).reshape(b * k, c, n, n)

@@ -27,6 +27,11 @@ def conv_bn_relu(in_ch: int, out_ch: int, kernel: int, stride: int | tuple[int, 
     )
 
 
+def conv3x3(in_ch: int, out_ch: int, stride: int | tuple[int, int] = 1) -> nn.Sequential:
+    """The plain 3x3 convolution, batch norm and ReLU of the networks that keep positions (not Table I's)."""
+    return conv_bn_relu(in_ch, out_ch, 3, stride, activation=nn.ReLU)
+
+
 class InvertedResidual(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, stride: int, expansion: int) -> None:
         super().__init__()

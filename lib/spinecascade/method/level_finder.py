@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from spinecascade.landmarks import N_VERTEBRAE
 from spinecascade.method.crops import centreline, spine_strips
-from spinecascade.method.encoder import conv_bn_relu
+from spinecascade.method.encoder import conv3x3
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,6 @@ class LevelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> LevelConfig:
         return cls(d["width"], d["step"], d["channels"], tuple(d["dilations"]))
-
-
-def conv3x3(in_ch: int, out_ch: int, stride: int | tuple[int, int] = 1) -> nn.Sequential:
-    return conv_bn_relu(in_ch, out_ch, 3, stride, activation=nn.ReLU)
 
 
 class DilatedBlock(nn.Module):

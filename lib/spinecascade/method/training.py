@@ -1,7 +1,8 @@
 """Stage-wise training of the cascade (Algorithm 2 of the paper), resumable and data-parallel.
 
 The film start is trained first, then the stages one after another, each on the outputs of the previous one
-over the whole training set; a level finder, where the config has one, between step 1 and step 2.
+over the whole training set; a level finder, where the config has one, between step 1 and step 2, and corner
+heatmaps, where it has them, before step 2's stages.
 After every epoch the complete training state is checkpointed atomically, so a killed run started again with
 the same arguments resumes and ends with the same weights. Under torchrun each process takes a share of every
 batch (DistributedDataParallel; gloo on CPU, NCCL on GPU) and only rank 0 writes.
@@ -28,8 +29,16 @@ from tqdm import tqdm
 from spinecascade.io.atomic import atomic_path
 from spinecascade.landmarks import N_VERTEBRAE
 from spinecascade.measurement.metrics import normalised_mse
-from spinecascade.method.augmentation import LevelDraws, LevelPriorConfig, WarpConfig, Warps
-from spinecascade.method.cascade import Cascade, CascadeConfig, Stage, downsample, rotate, spine_directions, standardise
+from spinecascade.method.augmentation import (
+    CornerDrawConfig,
+    CornerDraws,
+    LevelDraws,
+    LevelPriorConfig,
+    WarpConfig,
+    Warps,
+)
+from spinecascade.method.cascade import Cascade, CascadeConfig, Stage, downsample, standardise
+from spinecascade.method.crops import rotate, spine_directions
 from spinecascade.method.samples import PreparedImage, pad_batch
 
 log = logging.getLogger(__name__)
@@ -52,6 +61,8 @@ class TrainConfig:
     start_batch_images: int = 16
     level_epochs: int | None = None  # the level finder's (one-cycle schedule); None: 4 x `epochs`
     level_learning_rate: float = 2e-3  # the schedule's peak
+    heatmap_epochs: int | None = None  # the corner heatmaps' (one-cycle schedule); None: 1.5 x `epochs`
+    heatmap_learning_rate: float = 2e-3  # the schedule's peak
 
 
 class TrainingStopped(Exception):
@@ -79,8 +90,14 @@ def init_distributed() -> tuple[int, int]:
 def _phases(config: CascadeConfig) -> list[tuple[str, int]]:
     start = [("start", 0)] if config.film_start else []
     levels = [("levels", 0)] if config.level_finder else []
-    return start + [("centre", i) for i in range(config.n_stages)] + levels + [
+    heatmaps = [("heatmaps", 0)] if config.corner_heatmaps else []
+    return start + [("centre", i) for i in range(config.n_stages)] + levels + heatmaps + [
         ("corner", i) for i in range(config.n_stages)]
+
+
+def phase_count(config: CascadeConfig) -> int:
+    """How many phases a training of `config` runs (each reports one "stage_done" event)."""
+    return len(_phases(config))
 
 
 def _fingerprint(images: list[PreparedImage], config: CascadeConfig, train: TrainConfig, base: str) -> str:
@@ -132,19 +149,24 @@ class _Trainer:
         images01 = u8.to(self.device).float() / 255.0
         if warps is not None:
             images01 = warps.images(images01, sizes.to(self.device))
-        factors = {"corner": self.cascade.config.corner.source_downsample, "levels": 1}
+        factors = {"corner": self.cascade.config.corner.source_downsample, "levels": 1, "heatmaps": 1}
         factor = factors.get(step, self.cascade.config.centre.source_downsample)
         return downsample(standardise(images01), factor), sizes.to(self.device)
 
-    def _warps(self, n: int, step: str, *key: int) -> Warps | LevelDraws | None:
+    def _warps(self, n: int, step: str, *key: int) -> Warps | LevelDraws | CornerDraws | None:
         """The same draws for a batch on every rank and on a resumed run: seeded by (seed, *key).
 
-        The level finder always trains on moved priors and stretched strips: without them it has nothing to find.
+        The level finder always trains on moved priors and stretched strips, and the corner heatmaps on moved
+        centres: without them neither has anything to find.
         """
         seed = int.from_bytes(hashlib.sha256(repr((self.train.seed, *key)).encode()).digest()[:8], "little")
+        height = self.cascade.config.preprocess.height
         if step == "levels":
-            config = LevelPriorConfig().for_height(self.cascade.config.preprocess.height)
+            config = LevelPriorConfig().for_height(height)
             return LevelDraws.draw(n, config, torch.Generator().manual_seed(seed), N_VERTEBRAE)
+        if step == "heatmaps":
+            return CornerDraws.draw(n, CornerDrawConfig().for_height(height), torch.Generator().manual_seed(seed),
+                                    N_VERTEBRAE)
         if not self.train.augment:
             return None
         strength = self.train.corner_warp_strength if step == "corner" else self.train.warp_strength
@@ -174,16 +196,22 @@ class _Trainer:
             out.append(self.cascade.initial_centres(sizes, source)[:, None].cpu().numpy())
         return np.concatenate(out).astype(np.float64)
 
-    @torch.no_grad()
-    def run_levels(self, points: np.ndarray, batch: int = 16) -> np.ndarray:
+    def run_levels(self, points: np.ndarray) -> np.ndarray:
         """The level finder's centres (n, 1, 17, 2) from step 1's (eval mode)."""
-        finder = self.cascade.level_finder
-        finder.eval()
+        return self._run_at_centres(self.cascade.level_finder, "levels", points)[:, None]
+
+    def run_corner_heatmaps(self, points: np.ndarray) -> np.ndarray:
+        """The corner heatmaps' corners (n, 17, 4, 2) around step 1's centres (n, 1, 17, 2) (eval mode)."""
+        return self._run_at_centres(self.cascade.corner_heatmaps, "heatmaps", points)
+
+    @torch.no_grad()
+    def _run_at_centres(self, module: torch.nn.Module, kind: str, points: np.ndarray, batch: int = 16) -> np.ndarray:
+        module.eval()
         out = []
         for first in range(0, len(points), batch):
             idx = np.arange(first, min(first + batch, len(points)))
-            images, _ = self._batch(idx, "levels")
-            out.append(finder(images, torch.from_numpy(points[idx, 0]).float().to(self.device))[:, None].cpu().numpy())
+            images, _ = self._batch(idx, kind)
+            out.append(module(images, torch.from_numpy(points[idx, 0]).float().to(self.device)).cpu().numpy())
         return np.concatenate(out).astype(np.float64)
 
     # Checkpoints -------------------------------------------------------------------------------------------
@@ -248,6 +276,9 @@ class _Trainer:
                 continue
             if step == "levels":
                 points = self._fit_levels(p, points, resume, start_epoch if resume else 0)
+                continue
+            if step == "heatmaps":
+                points = self._fit_heatmaps(p, points, resume, start_epoch if resume else 0)
                 continue
             if step == "corner" and points.shape[1:] == (1, N_VERTEBRAE, 2):
                 points = self._initial_points(step, points)
@@ -326,6 +357,43 @@ class _Trainer:
         self._train_module(module, name, "levels", phase, first_epoch, epochs, size, optimizer, loss_of, scheduler,
                            points)
         return self._phase_done(phase, name, points, self.run_levels(points), targets)
+
+    def _fit_heatmaps(self, phase: int, points: np.ndarray, resume: dict | None, first_epoch: int) -> np.ndarray:
+        """Train the corner heatmaps in windows around moved true centres, then run them at step 1's centres.
+
+        Step 1's outputs on its own training films are nearer the truth than on unseen ones, so the windows are
+        placed by drawn misses instead, as the level finder's priors are.
+        """
+        name = "corner heatmaps"
+        module = self.cascade.corner_heatmaps
+        targets = _targets(self.images, "corner")
+        self._time_phase(resume, first_epoch)
+        epochs = self.train.heatmap_epochs or -(-3 * self.train.epochs // 2)
+        size = self.train.batch_images
+        optimizer = torch.optim.AdamW(module.parameters(), lr=self.train.heatmap_learning_rate, weight_decay=1e-4)
+        scheduler = self._one_cycle(optimizer, self.train.heatmap_learning_rate, epochs, size, resume, first_epoch)
+        model: torch.nn.Module = _Locate(module)
+        if dist.is_initialized():
+            model = DistributedDataParallel(model)
+        beta = self.cascade.config.preprocess.height / 680  # a pixel of the 680-px image
+
+        def loss_of(mine: np.ndarray, draws: CornerDraws) -> torch.Tensor:
+            truth = torch.from_numpy(targets[mine]).to(self.device, torch.float32)
+            u8, _ = pad_batch([self.images[i].image for i in mine])
+            images = standardise(draws.images(u8.to(self.device).float() / 255.0))
+            centres = truth.mean(dim=2)
+            moved = centres + draws.centre_noise.to(centres)
+            angles = spine_directions(centres + draws.direction_noise.to(centres))
+            picked = draws.vertebrae.to(self.device)
+            found = model(images, torch.gather(moved, 1, picked[..., None].expand(-1, -1, 2)),
+                          torch.gather(angles, 1, picked))
+            wanted = torch.gather(truth, 1, picked[..., None, None].expand(-1, -1, *truth.shape[2:]))
+            return F.smooth_l1_loss(found, wanted, beta=beta)
+
+        self._train_module(module, name, "heatmaps", phase, first_epoch, epochs, size, optimizer, loss_of,
+                           scheduler, points)
+        before = self._initial_points("corner", points)
+        return self._phase_done(phase, name, before, self.run_corner_heatmaps(points), targets)
 
     def _fit_stage(self, phase: int, step: str, index: int, stage: Stage, points: np.ndarray, fit_pca: bool,
                    resume: dict | None, first_epoch: int) -> np.ndarray:
@@ -448,6 +516,17 @@ class _Coefficients(torch.nn.Module):
         return self.stage.coefficients(source, points)
 
 
+class _Locate(torch.nn.Module):
+    """The corner heatmaps' windows at chosen centres and turns as a forward pass, for DistributedDataParallel."""
+
+    def __init__(self, heatmaps: torch.nn.Module) -> None:
+        super().__init__()
+        self.heatmaps = heatmaps
+
+    def forward(self, images: torch.Tensor, centres: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+        return self.heatmaps.locate(images, centres, angles)
+
+
 def _sync_buffers(module: torch.nn.Module) -> None:
     """Give every rank rank 0's batch-norm statistics so that all ranks hold the same model."""
     if dist.is_initialized():
@@ -515,6 +594,7 @@ def train_cascade(
     steps = [step for step, _ in _phases(config)]
     first = 0
     if step1_from is not None:  # a level finder the model lacks is trained before step 2
-        first = steps.index("levels" if config.level_finder and step1_from.level_finder is None else "corner")
+        step2 = "heatmaps" if config.corner_heatmaps else "corner"
+        first = steps.index("levels" if config.level_finder and step1_from.level_finder is None else step2)
     trainer.fit(fit_pca=base is None, first_phase=first)
     return cascade.cpu().eval(), trainer.history

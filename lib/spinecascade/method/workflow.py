@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from spinecascade.io.dataset import Sample
 from spinecascade.method.cascade import CascadeConfig, StepConfig
+from spinecascade.method.corner_heatmaps import CornerHeatmapConfig
 from spinecascade.method.label_cleaning import CleanedSamples, clean_samples
 from spinecascade.method.level_finder import LevelConfig
 from spinecascade.method.preprocessing import PreprocessConfig
@@ -26,8 +27,11 @@ def cascade_config(use_pca: bool = True) -> CascadeConfig:
 
 def film_start_if_warped(config: CascadeConfig, augment: bool) -> CascadeConfig:
     """The film start only with the training warps: without them it learns its films by heart, and step 1,
-    trained on its near-perfect outputs there, has nothing to learn for unseen films."""
-    return config if augment else replace(config, film_start=None)
+    trained on its near-perfect outputs there, has nothing to learn for unseen films. Without it step 1 needs its
+    stages: a config that kept none (a model whose prediction ran none) gets the paper's number back."""
+    if augment:
+        return config
+    return replace(config, film_start=None, n_stages=config.n_stages or CascadeConfig().n_stages)
 
 
 def load_training_images(samples: list[Sample], config: PreprocessConfig, clean: bool = True,
@@ -57,6 +61,13 @@ def small_level_config() -> LevelConfig:
 def level_config(config: CascadeConfig) -> LevelConfig:
     """The level finder for a cascade: the small one for small_config's image height, else the full one."""
     return small_level_config() if config.preprocess.height == small_config().preprocess.height else LevelConfig()
+
+
+def corner_heatmap_config(config: CascadeConfig) -> CornerHeatmapConfig:
+    """Corner heatmaps for a cascade: a window of about three vertebra heights, scaled to the image height."""
+    if config.preprocess.height == small_config().preprocess.height:
+        return CornerHeatmapConfig(window=32, spacing=1.0, channels=(8, 16, 32, 32), decoder=16)
+    return CornerHeatmapConfig()
 
 
 def train_synthetic_model(out: Path, n_images: int = 40, epochs: int = 4, seed: int = 0,

@@ -28,8 +28,9 @@ from spinecascade.errors import ImageError, LabelError
 from spinecascade.io.atomic import atomic_path, atomic_write_text
 from spinecascade.io.dataset import Sample, image_size
 from spinecascade.io.labels import read_label
+from spinecascade.method.cascade import Cascade
 from spinecascade.method.model_file import load_model, read_metadata, save_model
-from spinecascade.method.training import TrainConfig, TrainingStopped, init_distributed, train_cascade
+from spinecascade.method.training import TrainConfig, TrainingStopped, init_distributed, phase_count, train_cascade
 from spinecascade.method.workflow import cascade_config, film_start_if_warped, load_training_images
 
 log = logging.getLogger(__name__)
@@ -158,15 +159,15 @@ def _train(job: TrainJob, model_path: Path, status: TrainStatus, rank: int, worl
     if not images:
         raise TrainError(f"every final label was excluded as implausible: {cleaned.excluded}")
     status.update(images=len(cleaned.kept), repaired=cleaned.repaired, excluded=cleaned.excluded,
-                  stages_done=0, stages_total=2 * config.n_stages + bool(config.film_start) + bool(config.level_finder),
+                  stages_done=0, stages_total=phase_count(config),
                   stages=[])
     train = TrainConfig(**job.train)
     log.info("training (%s) on %d images, %d workers: %s", status.state["mode"], len(cleaned.kept), world, train)
     checkpoint = model_path.parent / CHECKPOINT_FILE
     cascade, history = train_cascade(images, checkpoint, config, train, base=base, device=job.device,
                                      progress=False, on_event=status.on_event, should_stop=ParentWatch())
-    if base is None and current is not None:  # a new cascade runs as many stages as the one it replaces
-        cascade.set_prediction_stages(*current[0].prediction_stages.tolist())
+    if base is None and current is not None:
+        _run_stages_like(cascade, current[0])
     if rank != 0:
         return {}
     kept = _keep_previous(model_path, previous_version) if previous_version else None
@@ -185,6 +186,15 @@ def _train(job: TrainJob, model_path: Path, status: TrainStatus, rank: int, worl
     version = read_metadata(model_path)["sha256"][:12]
     log.info("new model %s published at %s (previous %s kept as %s)", version, model_path, previous_version, kept)
     return {"model_version": version, "previous_version": previous_version, "previous_model": kept}
+
+
+def _run_stages_like(cascade: Cascade, replaced: Cascade) -> None:
+    """A new cascade runs as many stages as the one it replaces, where it can: trained without the warps it has
+    no film start, and then its step 1 runs all its stages."""
+    try:
+        cascade.set_prediction_stages(*replaced.prediction_stages.tolist())
+    except ValueError as exc:
+        log.info("the new model runs all its stages (%s)", exc)
 
 
 def _sample(entry: dict[str, str]) -> Sample | None:
