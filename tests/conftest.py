@@ -33,7 +33,7 @@ needs_aasce = pytest.mark.skipif(not (AASCE / "labels" / "training").is_dir(),
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real model file (small configuration) trained on synthetic spines; about 30 s on two cores."""
+    """A real model file (small configuration) trained on synthetic spines; about 2 minutes on two cores."""
     from spinecascade.method.workflow import train_synthetic_model
 
     return train_synthetic_model(tmp_path_factory.mktemp("model") / "tiny.safetensors")

@@ -181,7 +181,7 @@ def test_mirrored_image_gives_mirrored_landmarks_within_the_uncertainty(tiny_mod
     # Each answer averages a view and its mirror, so only resampling and CLAHE's tile grid (not mirror-symmetric)
     # separate the two: within the reported uncertainty. Point by point the tiny model's whole-film start,
     # trained on 40 films, answers the grid's grey-level differences with up to 1.5 px beyond the points' own
-    # uncertainties; the shipped model is held to that on a real study (tests/test_shipped_model.py).
+    # uncertainties; the shipped model is held point by point on a real study (tests/test_shipped_model.py).
     assert distance.mean() <= pred.image_uncertainty, (distance.mean(), pred.image_uncertainty)
 
 
@@ -203,9 +203,10 @@ def test_model_file_round_trip_and_clear_errors(tiny_model: Path, tmp_path: Path
     cascade, info = load_model(tiny_model)
     copy = tmp_path / "copy.safetensors"
     save_model(copy, cascade, info)
-    assert load_file(str(copy)).keys() == load_file(str(tiny_model)).keys()
-    for key, value in load_file(str(copy)).items():
-        assert torch.equal(value, load_file(str(tiny_model))[key]), key
+    written, original = load_file(str(copy)), load_file(str(tiny_model))
+    assert written.keys() == original.keys()
+    for key, value in written.items():
+        assert torch.equal(value, original[key]), key
 
     data = tiny_model.read_bytes()
     truncated = tmp_path / "truncated.safetensors"
