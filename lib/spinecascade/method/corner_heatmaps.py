@@ -1,12 +1,12 @@
 """Step 2's start read off the film: four corner heatmaps in a window around each centre, turned to the spine.
 
-The paper starts step 2 from the mean corner layout at each centre. That start knows nothing of the film: it
-misses each vertebra's own tilt, which is what the Cobb angles measure, and wherever step 1's centre is off the
-whole vertebra is off with it. A stage that regresses a few PCA coefficients from pooled features moves it little.
-A small fully convolutional network reads a square window around each centre, sampled in the vertebra's upright
-frame (turned by the spine's direction there, as the turned start is), and gives one heatmap per corner; the
-soft-argmax of each places that corner. Every layer keeps positions, and the four corners are found where the
-endplates are, not where the mean layout puts them.
+The paper starts step 2 from the mean corner layout at each centre (here turned to the spine). That start knows
+nothing of the film: it follows the spine's direction but not a vertebra's own tilt or wedge, which the Cobb angles
+measure, and wherever step 1's centre is off the whole vertebra is off with it. A stage that regresses a few PCA
+coefficients from pooled features moves it little. A small fully convolutional network reads a square window around
+each centre, sampled in the vertebra's upright frame (turned by the spine's direction there, as the turned start
+is), and gives one heatmap per corner; the soft-argmax of each places that corner. Every layer keeps positions, and
+the four corners are found where the endplates are, not where the mean layout puts them.
 """
 
 from __future__ import annotations
