@@ -389,6 +389,22 @@ def test_training_refuses_prediction_stages_the_cascade_does_not_have(synthetic_
     assert "needs a film start" in capsys.readouterr().err and not out.exists()
 
 
+def test_training_trains_only_the_stages_a_prediction_runs(synthetic_dataset: Path, tmp_path: Path):
+    """--prediction-stages 0 0: the film start, the level finder and the heatmaps, and no stage of either step
+    (the level finder learns on the film start's centres, as a prediction gives them)."""
+    out = tmp_path / "alone.safetensors"
+    assert main(_train_args(synthetic_dataset, out, "--augment", "--level-finder", "--level-epochs", "1",
+                            "--corner-heatmaps", "--heatmap-epochs", "1", "--prediction-stages", "0", "0")) == 0
+    cascade, info = load_model(out)
+    assert [h["stage"] for h in info["history"]] == ["film start", "level finder", "corner heatmaps"]
+    assert cascade.prediction_stages.tolist() == [0, 0] and info["train"]["stages"] == [0, 0]
+    film = Radiograph(_test_spines(1)[0].image.astype(np.float32))
+    assert Predictor(out).predict(film).landmarks.shape == (17, 4, 2)
+    one = tmp_path / "one.safetensors"
+    assert main(_train_args(synthetic_dataset, one, "--augment", "--prediction-stages", "0", "1")) == 0
+    assert [h["stage"] for h in load_model(one)[1]["history"]] == ["film start", "corner stage 1/2"]
+
+
 def test_data_parallel_training_with_two_processes(synthetic_dataset: Path, tmp_path: Path):
     out = tmp_path / "ddp.safetensors"
     torchrun = Path(sys.executable).with_name("torchrun")

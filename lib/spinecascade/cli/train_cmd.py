@@ -63,9 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "turned to the spine as today's default is (with --no-pca, step 2 regresses raw offsets)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
     p.add_argument("--prediction-stages", type=int, nargs=2, metavar=("CENTRE", "CORNER"), default=None,
-                   help="how many stages of step 1 and of step 2 a prediction runs (default: all; every stage "
-                   "is trained either way, and the model file keeps those a prediction runs; 0 for step 1 "
-                   "runs the film start alone)")
+                   help="how many stages of step 1 and of step 2 a prediction runs, and so are trained (default: "
+                   "all; 0 for step 1 runs the film start alone, 0 for step 2 the corner heatmaps alone)")
     p.add_argument("--keep-bad-labels", action="store_true",
                    help="train on labels the checker rejects instead of repairing or excluding them")
 
@@ -146,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
     train = TrainConfig(epochs=args.epochs, corner_epochs=args.corner_epochs, learning_rate=args.learning_rate,
                         lr_decay=args.lr_decay, batch_images=args.batch_images, seed=args.seed, augment=args.augment,
                         corner_warp_strength=args.corner_warp_strength, start_epochs=args.start_epochs,
-                        level_epochs=args.level_epochs, heatmap_epochs=args.heatmap_epochs)
+                        level_epochs=args.level_epochs, heatmap_epochs=args.heatmap_epochs,
+                        stages=tuple(args.prediction_stages) if args.prediction_stages else None)
     checkpoint = args.out.with_name(args.out.name + ".checkpoint")
     start = time.time()
     cascade, history = train_cascade(images, checkpoint, config, train, base=base, step1_from=step1,

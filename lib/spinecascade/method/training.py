@@ -63,6 +63,7 @@ class TrainConfig:
     level_learning_rate: float = 2e-3  # the schedule's peak
     heatmap_epochs: int | None = None  # the corner heatmaps' (one-cycle schedule); None: 1.5 x `epochs`
     heatmap_learning_rate: float = 2e-3  # the schedule's peak
+    stages: tuple[int, int] | None = None  # step-1 and step-2 stages to train (those a prediction runs); None: all
 
 
 class TrainingStopped(Exception):
@@ -87,17 +88,19 @@ def init_distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def _phases(config: CascadeConfig) -> list[tuple[str, int]]:
+def _phases(config: CascadeConfig, stages: tuple[int, int] | None = None) -> list[tuple[str, int]]:
+    """The training's phases in order. Stages after those a prediction runs are left out: they would cost
+    hours, and the level finder and step 2 would learn from centres a prediction never gives them."""
+    centre, corner = stages if stages is not None else (config.n_stages, config.n_stages)
     start = [("start", 0)] if config.film_start else []
     levels = [("levels", 0)] if config.level_finder else []
     heatmaps = [("heatmaps", 0)] if config.corner_heatmaps else []
-    return start + [("centre", i) for i in range(config.n_stages)] + levels + heatmaps + [
-        ("corner", i) for i in range(config.n_stages)]
+    return start + [("centre", i) for i in range(centre)] + levels + heatmaps + [("corner", i) for i in range(corner)]
 
 
-def phase_count(config: CascadeConfig) -> int:
+def phase_count(config: CascadeConfig, stages: tuple[int, int] | None = None) -> int:
     """How many phases a training of `config` runs (each reports one "stage_done" event)."""
-    return len(_phases(config))
+    return len(_phases(config, stages))
 
 
 def _fingerprint(images: list[PreparedImage], config: CascadeConfig, train: TrainConfig, base: str) -> str:
@@ -256,7 +259,7 @@ class _Trainer:
 
     def fit(self, fit_pca: bool, first_phase: int = 0) -> None:
         """Train the phases from `first_phase` on; the ones before it (step 1) are run, not trained."""
-        phases = _phases(self.cascade.config)
+        phases = _phases(self.cascade.config, self.train.stages)
         state = self.load()
         start_phase, start_epoch = (state["phase"], state["epoch"]) if state else (first_phase, 0)
         points = state["points"] if state else self._initial_points("centre", None)
@@ -570,6 +573,8 @@ def train_cascade(
             raise ValueError("the step-1 settings differ from those of the model step 1 is taken from")
     else:
         config = config or CascadeConfig()
+    if train.stages is not None:
+        Cascade(config).set_prediction_stages(*train.stages)
     torch.manual_seed(train.seed)
     cascade = Cascade(config)
     if base is not None:
@@ -591,7 +596,7 @@ def train_cascade(
         base_id = ("step1 " if step1_from is not None else "") + digest.hexdigest()
     trainer = _Trainer(cascade, images, train, dev, checkpoint, _fingerprint(images, config, train, base_id),
                        progress, on_event, should_stop)
-    steps = [step for step, _ in _phases(config)]
+    steps = [step for step, _ in _phases(config, train.stages)]
     first = 0
     if step1_from is not None:  # a level finder the model lacks is trained before step 2
         step2 = "heatmaps" if config.corner_heatmaps else "corner"

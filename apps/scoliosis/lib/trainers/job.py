@@ -158,10 +158,9 @@ def _train(job: TrainJob, model_path: Path, status: TrainStatus, rank: int, worl
     images, cleaned = load_training_images(samples, config.preprocess, clean=True, progress=False)
     if not images:
         raise TrainError(f"every final label was excluded as implausible: {cleaned.excluded}")
-    status.update(images=len(cleaned.kept), repaired=cleaned.repaired, excluded=cleaned.excluded,
-                  stages_done=0, stages_total=phase_count(config),
-                  stages=[])
     train = TrainConfig(**job.train)
+    status.update(images=len(cleaned.kept), repaired=cleaned.repaired, excluded=cleaned.excluded,
+                  stages_done=0, stages_total=phase_count(config, train.stages), stages=[])
     log.info("training (%s) on %d images, %d workers: %s", status.state["mode"], len(cleaned.kept), world, train)
     checkpoint = model_path.parent / CHECKPOINT_FILE
     cascade, history = train_cascade(images, checkpoint, config, train, base=base, device=job.device,
