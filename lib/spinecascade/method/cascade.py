@@ -162,7 +162,8 @@ class Cascade(nn.Module):
         self.register_buffer("mean_centres", torch.zeros(N_VERTEBRAE, 2))
         self.register_buffer("mean_corner_offsets", torch.zeros(N_VERTEBRAE, N_CORNERS, 2))
         # How many stages of step 1 and of step 2 a prediction runs. Later stages can over-fit (the paper's
-        # Fig. 7a); all are trained, and a buffer, unlike the config, is part of the model's version hash.
+        # Fig. 7a); a training told how many trains only those, and a buffer, unlike the config, is part of the
+        # model's version hash.
         self.register_buffer("prediction_stages", torch.tensor([n, n]))
         # Depthwise convolutions run about twice as fast on the CPU in channels-last layout.
         self.to(memory_format=torch.channels_last)
