@@ -573,14 +573,14 @@ def train_cascade(
             raise ValueError("the step-1 settings differ from those of the model step 1 is taken from")
     else:
         config = config or CascadeConfig()
-    if train.stages is not None:
-        Cascade(config).set_prediction_stages(*train.stages)
     torch.manual_seed(train.seed)
     cascade = Cascade(config)
     if base is not None:
         cascade.load_state_dict(base.state_dict())
     else:
         fit_mean_shapes(cascade, images)
+    if train.stages is not None:  # the trained model runs what was trained
+        cascade.set_prediction_stages(*train.stages)
     if step1_from is not None:
         cascade.mean_centres.copy_(step1_from.mean_centres)
         cascade.centre_stages.load_state_dict(step1_from.centre_stages.state_dict())
