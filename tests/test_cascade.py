@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import csv
 import os
 import signal
 import subprocess
@@ -380,6 +381,19 @@ def test_training_refuses_a_learning_rate_decay_outside_zero_to_one(tmp_path: Pa
     assert "--lr-decay" in capsys.readouterr().err
 
 
+def test_film_framing_needs_a_film_start_and_a_range_in_pixels(synthetic_dataset: Path, tmp_path: Path, capsys):
+    """Without the warps there is no film start to train, and the option would do nothing without a word."""
+    out = tmp_path / "m.safetensors"
+    assert main(_train_args(synthetic_dataset, out, "--film-framing", "30")) == 2
+    assert "--film-framing" in capsys.readouterr().err and not out.exists()
+    assert main(_train_args(synthetic_dataset, out, "--augment", "--no-film-start", "--film-framing", "30")) == 2
+    assert "--film-framing" in capsys.readouterr().err and not out.exists()
+    for bad in ("-5", "400"):
+        with pytest.raises(SystemExit) as stopped:
+            main(_train_args(synthetic_dataset, out, "--augment", "--film-framing", bad))
+        assert stopped.value.code == 2 and "--film-framing" in capsys.readouterr().err
+
+
 def test_training_refuses_prediction_stages_the_cascade_does_not_have(synthetic_dataset: Path, tmp_path: Path,
                                                                       capsys):
     out = tmp_path / "m.safetensors"
@@ -401,8 +415,11 @@ def test_training_trains_only_the_stages_a_prediction_runs(synthetic_dataset: Pa
     film = Radiograph(_test_spines(1)[0].image.astype(np.float32))
     assert Predictor(out).predict(film).landmarks.shape == (17, 4, 2)
     one = tmp_path / "one.safetensors"
-    assert main(_train_args(synthetic_dataset, one, "--augment", "--prediction-stages", "0", "1")) == 0
-    assert [h["stage"] for h in load_model(one)[1]["history"]] == ["film start", "corner stage 1/2"]
+    assert main(_train_args(synthetic_dataset, one, "--augment", "--film-framing", "20", "--prediction-stages", "0",
+                            "1")) == 0
+    info = load_model(one)[1]
+    assert [h["stage"] for h in info["history"]] == ["film start", "corner stage 1/2"]
+    assert info["train"]["film_framing"] == 20
 
 
 def test_data_parallel_training_with_two_processes(synthetic_dataset: Path, tmp_path: Path):
@@ -432,12 +449,18 @@ def test_train_predict_evaluate_from_the_command_line(tiny_model: Path, syntheti
     assert main(["predict", str(image), "--model", str(tiny_model), "--out", str(out), "--overlay", "--mrk"]) == 0
     assert out.exists() and out.with_name("pred.png").exists() and out.with_name("pred.mrk.json").exists()
     capsys.readouterr()
+    table = tmp_path / "per-image.csv"
     assert main(["evaluate", "--model", str(tiny_model), "--data", str(synthetic_dataset), "--split", "all",
-                 "--json"]) == 0
+                 "--json", "--per-image", str(table)]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert {"mse", "smape", "mean_px_error", "cobb_mae", "n_images"} <= result.keys()
+    assert {"mse", "smape", "mean_px_error", "cobb_mae", "n_images", "level_misses"} <= result.keys()
     assert result["n_images"] == 8
     assert result["mse"] < 5e-3
+    with table.open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["image"] for r in rows] == [f"synthetic-{k:05d}.jpg" for k in range(500, 508)]
+    assert np.mean([float(r["mse"]) for r in rows]) == pytest.approx(result["mse"])
+    assert result["level_misses"] == sum(abs(float(r["vertical_miss_levels"])) >= 0.5 for r in rows)
 
 
 def test_evaluation_can_leave_out_flagged_labels(tiny_model: Path, tmp_path: Path, capsys):

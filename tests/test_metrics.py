@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from spinecascade.measurement.metrics import circular_abs_error, evaluate, normalised_mse, point_errors, smape
+from spinecascade.measurement.metrics import (
+    circular_abs_error,
+    evaluate,
+    normalised_mse,
+    point_errors,
+    smape,
+    vertical_miss_levels,
+)
 from spinecascade.synthetic import make_spine
 
 
@@ -22,6 +29,15 @@ def test_point_errors_in_pixels_and_mm():
     pred = truth + [3.0, 4.0]
     np.testing.assert_allclose(point_errors(pred, truth), 5.0)
     np.testing.assert_allclose(point_errors(pred, truth, (0.1, 0.2)), np.hypot(0.3, 0.8))
+
+
+def test_vertical_miss_counts_levels():
+    truth = make_spine(1).landmarks
+    assert vertical_miss_levels(truth, truth) == 0.0
+    level = (truth[-1].mean(axis=0)[1] - truth[0].mean(axis=0)[1]) / 16
+    below = truth + [0.0, level]  # every vertebra where the next one down is, about
+    assert vertical_miss_levels(below, truth) == pytest.approx(1.0)
+    assert vertical_miss_levels(truth - [0.0, level / 2], truth) == pytest.approx(-0.5)
 
 
 def test_smape_as_the_challenge_defines_it():

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 from pathlib import Path
 
 from spinecascade.cli.options import SPLIT_CHOICES, add_precision_option, dataset_split
+
+# A spine found half a level or more above or below the truth on average has some vertebrae named wrong.
+LEVEL_MISS = 0.5
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,11 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="leave out images whose labels the checker flags (see check-labels): their truth is wrong")
     p.add_argument("--device", default=None)
     add_precision_option(p)
+    p.add_argument("--per-image", type=Path, default=None, metavar="CSV",
+                   help="also write one row per image (MSE, point error, vertical miss in levels, SMAPE, "
+                   "uncertainty, angles) to this CSV file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run(args: argparse.Namespace) -> int:
-    from spinecascade.method.evaluation import evaluate_predictor
+    from spinecascade.method.evaluation import evaluate_predictions, per_image_table, predict_samples
     from spinecascade.method.prediction import Predictor
 
     samples = dataset_split(args.data, args.folder, args.split)[: args.limit]
@@ -40,8 +48,12 @@ def run(args: argparse.Namespace) -> int:
         skipped = [s.name for s, bad in zip(samples, flagged) if bad]
         samples = [s for s, bad in zip(samples, flagged) if not bad]
     predictor = Predictor(args.model, device=args.device, precision=args.precision)
-    result = evaluate_predictor(predictor, samples, progress=not args.json)
-    d = result.as_dict()
+    preds = predict_samples(predictor, samples, progress=not args.json)
+    d = evaluate_predictions(preds, samples).as_dict()
+    rows = per_image_table(preds, samples)
+    d["level_misses"] = sum(abs(r["vertical_miss_levels"]) >= LEVEL_MISS for r in rows)
+    if args.per_image:
+        write_csv(args.per_image, rows)
     if args.json:
         print(json.dumps({"split": args.split, "skipped_bad_labels": skipped, **d}, indent=1))
         return 0
@@ -51,4 +63,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"Cobb SMAPE       {d['smape']:.2f} %")
     for name in ("PT", "MT", "TL"):
         print(f"{name} MAE           {d['cobb_mae'][name]:.2f} deg (circular {d['cobb_circular_mae'][name]:.2f})")
+    print(f"level misses     {d['level_misses']} images with the spine {LEVEL_MISS} level or more off")
+    if args.per_image:
+        print(f"per image        {args.per_image}")
     return 0
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    from spinecascade.io.atomic import atomic_write_text
+    from spinecascade.method.evaluation import PER_IMAGE_COLUMNS
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, PER_IMAGE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())

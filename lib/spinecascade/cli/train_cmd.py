@@ -40,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corner-warp-strength", type=_strength, default=0.0,
                    help="with --augment: scale of step 2's geometric warps against step 1's (default 0: step 2 "
                    "sees gamma changes only)")
+    p.add_argument("--film-framing", type=_frame_pixels, default=0.0, metavar="PX",
+                   help="with --augment: when training the film start, move each film's top and bottom edges by "
+                   "up to PX pixels of the 680-px image, independently, so that it finds the spine on films cut "
+                   "tighter or looser than its training films (default 0)")
     p.add_argument("--no-pca", action="store_true",
                    help="regress raw offsets (the ablation without shape constraint); with --step1-from, in step 2")
     p.add_argument("--no-film-start", action="store_true",
@@ -93,6 +97,13 @@ def _strength(text: str) -> float:
     return value
 
 
+def _frame_pixels(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 170:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 170] (pixels of the 680-px image)")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     from spinecascade.method.cascade import Cascade
     from spinecascade.method.model_file import load_model, save_model
@@ -109,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
     rank, world = init_distributed()
     if rank != 0:
         logging.getLogger().setLevel(logging.WARNING)
+    if args.film_framing and (not args.augment or args.no_film_start or args.step1_from):
+        raise SpineCascadeError("--film-framing changes how the film start is trained: it needs --augment, and "
+                                "no --no-film-start or --step1-from")
     if args.step1_from and (args.finetune or args.no_film_start):
         raise SpineCascadeError("--step1-from takes step 1 and its start from its model: it cannot be combined "
                                 "with --finetune or --no-film-start")
@@ -144,7 +158,8 @@ def run(args: argparse.Namespace) -> int:
                                             progress=rank == 0)
     train = TrainConfig(epochs=args.epochs, corner_epochs=args.corner_epochs, learning_rate=args.learning_rate,
                         lr_decay=args.lr_decay, batch_images=args.batch_images, seed=args.seed, augment=args.augment,
-                        corner_warp_strength=args.corner_warp_strength, start_epochs=args.start_epochs,
+                        corner_warp_strength=args.corner_warp_strength, film_framing=args.film_framing,
+                        start_epochs=args.start_epochs,
                         level_epochs=args.level_epochs, heatmap_epochs=args.heatmap_epochs,
                         stages=tuple(args.prediction_stages) if args.prediction_stages else None)
     checkpoint = args.out.with_name(args.out.name + ".checkpoint")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spinecascade.landmarks import N_POINTS
+from spinecascade.landmarks import N_POINTS, N_VERTEBRAE, centres
 
 
 def normalised_mse(pred: np.ndarray, truth: np.ndarray, width: float, height: float) -> float:
@@ -20,6 +20,15 @@ def normalised_mse(pred: np.ndarray, truth: np.ndarray, width: float, height: fl
         raise ValueError(f"need as many predicted as true points, got {len(pred)} and {len(truth)}")
     diff = (pred - truth) / [width, height]
     return float(np.sum(diff**2) / len(diff))
+
+
+def vertical_miss_levels(pred: np.ndarray, truth: np.ndarray) -> float:
+    """How far the predicted spine sits below (+) or above (-) the true one, in vertebral levels: the mean
+    vertical miss of the 17 centres over the true spine's mean level height. About 1 marks a film whose
+    vertebrae were all found one level off, an error no pixel figure names."""
+    pred_c, true_c = centres(np.asarray(pred, float)), centres(np.asarray(truth, float))
+    level = abs(true_c[-1, 1] - true_c[0, 1]) / (N_VERTEBRAE - 1)
+    return float(np.mean(pred_c[:, 1] - true_c[:, 1]) / max(level, 1e-6))
 
 
 def point_errors(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] | None = None) -> np.ndarray:

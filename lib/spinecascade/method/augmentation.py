@@ -1,4 +1,4 @@
-"""Training warps that move the anatomy under the current estimate: shift, tilt, scale, a bend, and gamma.
+"""Training warps that move the anatomy under the current estimate: shift, tilt, scale, a bend, gamma and framing.
 
 The paper augments with mirrors only. Step 1 then starts every epoch from the same mean shape on the same 862
 views, learns those films by heart, and the later stages only ever see the small residuals it leaves on them.
@@ -28,17 +28,23 @@ class WarpConfig:
     bend_c: float = 15.0  # amplitude of a one-arc (C) lateral bend
     bend_s: float = 8.0  # amplitude of a two-arc (S) lateral bend
     gamma: float = 0.2  # log-uniform in [1 / (1 + g), 1 + g]
+    # The film's top and bottom edges each moved by up to this, independently: films are cut tighter or looser
+    # around the spine, and a network that reads the spine's place from the frame misses the levels on films
+    # framed unlike its training films.
+    frame_y: float = 0.0
 
     def scaled(self, strength: float) -> WarpConfig:
         """The geometric ranges (shift, tilt, scale, bends) times `strength`; gamma and probability as they are."""
         return replace(self, shift_x=self.shift_x * strength, shift_y=self.shift_y * strength,
                        rotation_deg=self.rotation_deg * strength, scale=self.scale * strength,
-                       bend_c=self.bend_c * strength, bend_s=self.bend_s * strength)
+                       bend_c=self.bend_c * strength, bend_s=self.bend_s * strength,
+                       frame_y=self.frame_y * strength)
 
 
 @dataclass
 class Warps:
-    """One warp per image; (n,) tensors. The forward map T: lateral bend, then a similarity about the centre."""
+    """One warp per image; (n,) tensors. The forward map T: lateral bend, a similarity about the centre, then
+    the rows stretched so that the film's top and bottom rows land `frame_top` and `frame_bottom` pixels lower."""
 
     shift: Tensor  # (n, 2)
     angle: Tensor
@@ -46,6 +52,8 @@ class Warps:
     bend_c: Tensor
     bend_s: Tensor
     gamma: Tensor
+    frame_top: Tensor
+    frame_bottom: Tensor
 
     @classmethod
     def draw(cls, n: int, config: WarpConfig, generator: torch.Generator) -> Warps:
@@ -54,7 +62,7 @@ class Warps:
 
         on = (torch.rand(n, generator=generator, dtype=torch.float64) < config.probability).double()
         shift = uniform(n, 2) * torch.tensor([config.shift_x, config.shift_y], dtype=torch.float64)
-        return cls(
+        similarity = dict(
             shift=shift * on[:, None],
             angle=uniform(n) * math.radians(config.rotation_deg) * on,
             scale=1 + uniform(n) * config.scale * on,
@@ -62,10 +70,14 @@ class Warps:
             bend_s=uniform(n) * config.bend_s * on,
             gamma=torch.exp(uniform(n) * math.log1p(config.gamma) * on),
         )
+        # Drawn last and only when asked for, so that the other draws of a seed stay what they were.
+        frame = (uniform(n, 2) * config.frame_y * on[:, None] if config.frame_y
+                 else torch.zeros(n, 2, dtype=torch.float64))
+        return cls(**similarity, frame_top=frame[:, 0], frame_bottom=frame[:, 1])
 
     def __getitem__(self, index) -> Warps:
         return Warps(self.shift[index], self.angle[index], self.scale[index], self.bend_c[index],
-                     self.bend_s[index], self.gamma[index])
+                     self.bend_s[index], self.gamma[index], self.frame_top[index], self.frame_bottom[index])
 
     def _bend(self, y: Tensor, height: Tensor) -> Tensor:
         """Lateral displacement at rows y (n, ...) of images `height` (n,) high."""
@@ -84,11 +96,12 @@ class Warps:
         cos, sin, s = (t.view(view) for t in (torch.cos(self.angle), torch.sin(self.angle), self.scale))
         out_x = centre[:, 0].view(view) + s * (cos * dx - sin * dy) + self.shift[:, 0].view(view)
         out_y = centre[:, 1].view(view) + s * (sin * dx + cos * dy) + self.shift[:, 1].view(view)
-        return torch.stack([out_x, out_y], dim=-1)
+        top, bottom, height = self.frame_top.view(view), self.frame_bottom.view(view), sizes[:, 1].view(view)
+        return torch.stack([out_x, top + out_y * (height + bottom - top) / height], dim=-1)
 
     def to(self, device: torch.device) -> Warps:
         return Warps(*(t.to(device) for t in (self.shift, self.angle, self.scale, self.bend_c, self.bend_s,
-                                                self.gamma)))
+                                                self.gamma, self.frame_top, self.frame_bottom)))
 
     def images(self, images01: Tensor, sizes: Tensor) -> Tensor:
         """Resample (n, 1, H, W) images in [0, 1] (zero-padded beyond each image's size) by T, then gamma."""
@@ -98,9 +111,11 @@ class Warps:
         ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64, device=device),
                                 torch.arange(w, dtype=torch.float64, device=device), indexing="ij")
         centre = sizes[:, :, None, None] / 2
-        # T^-1: undo the similarity, then the bend (which moves x only, by an amount that depends on y).
+        # T^-1: undo the framing, the similarity, then the bend (which moves x only, by an amount that depends on y).
+        top, bottom, height = (t[:, None, None] for t in (warps.frame_top, warps.frame_bottom, sizes[:, 1]))
+        unframed = (ys[None] - top) * height / (height + bottom - top)
         dx = xs[None] - centre[:, 0] - warps.shift[:, 0, None, None]
-        dy = ys[None] - centre[:, 1] - warps.shift[:, 1, None, None]
+        dy = unframed - centre[:, 1] - warps.shift[:, 1, None, None]
         cos, sin = torch.cos(warps.angle)[:, None, None], torch.sin(warps.angle)[:, None, None]
         s = warps.scale[:, None, None]
         src_x = centre[:, 0] + (cos * dx + sin * dy) / s

@@ -1,4 +1,4 @@
-"""Evaluate a predictor on labelled samples with the foundation's metrics."""
+"""Evaluate a predictor on labelled samples with the foundation's metrics, overall and image by image."""
 
 from __future__ import annotations
 
@@ -9,22 +9,63 @@ from tqdm import tqdm
 
 from spinecascade.io.dataset import Sample
 from spinecascade.measurement.cobb import cobb_angles
-from spinecascade.measurement.metrics import Evaluation, evaluate
-from spinecascade.method.prediction import Predictor
+from spinecascade.measurement.metrics import (
+    Evaluation,
+    evaluate,
+    normalised_mse,
+    point_errors,
+    smape,
+    vertical_miss_levels,
+)
+from spinecascade.method.prediction import Prediction, Predictor
+
+PER_IMAGE_COLUMNS = ("image", "mse", "mean_px_error", "vertical_miss_levels", "smape", "uncertainty_px",
+                     "PT", "MT", "TL", "PT_true", "MT_true", "TL_true")
 
 
-def evaluate_predictor(predictor: Predictor, samples: Sequence[Sample], progress: bool = True,
-                       batch_size: int = 4) -> Evaluation:
-    """Metrics over `samples`; true angles are the official ones where the dataset has them."""
-    preds = []
+def predict_samples(predictor: Predictor, samples: Sequence[Sample], progress: bool = True,
+                    batch_size: int = 4) -> list[Prediction]:
+    preds: list[Prediction] = []
     for start in tqdm(range(0, len(samples), batch_size), desc="evaluating", unit="batch", disable=not progress):
         preds += predictor.predict_batch([s.image_path for s in samples[start : start + batch_size]])
-    true_angles = np.array([s.angles if s.angles is not None else cobb_angles(s.landmarks, s.height).as_array()
-                            for s in samples])
+    return preds
+
+
+def true_angles(samples: Sequence[Sample]) -> np.ndarray:
+    """The official angles where the dataset has them, else the official algorithm on the labels."""
+    return np.array([s.angles if s.angles is not None else cobb_angles(s.landmarks, s.height).as_array()
+                     for s in samples])
+
+
+def evaluate_predictions(preds: Sequence[Prediction], samples: Sequence[Sample]) -> Evaluation:
     return evaluate(
         [p.landmarks for p in preds],
         [s.landmarks for s in samples],
         [(s.width, s.height) for s in samples],
         np.array([p.cobb.as_array() for p in preds]),
-        true_angles,
+        true_angles(samples),
     )
+
+
+def evaluate_predictor(predictor: Predictor, samples: Sequence[Sample], progress: bool = True,
+                       batch_size: int = 4) -> Evaluation:
+    return evaluate_predictions(predict_samples(predictor, samples, progress, batch_size), samples)
+
+
+def per_image_table(preds: Sequence[Prediction], samples: Sequence[Sample]) -> list[dict[str, float | str]]:
+    """One row per image, in PER_IMAGE_COLUMNS, to find the films a model misses: the means hide whether an
+    error is spread over all films or is a few films placed a whole level off."""
+    rows = []
+    for p, s, truth in zip(preds, samples, true_angles(samples)):
+        angles = p.cobb.as_array()
+        rows.append({
+            "image": s.name,
+            "mse": normalised_mse(p.landmarks, s.landmarks, s.width, s.height),
+            "mean_px_error": float(point_errors(p.landmarks, s.landmarks).mean()),
+            "vertical_miss_levels": vertical_miss_levels(p.landmarks, s.landmarks),
+            "smape": smape(angles, truth),
+            "uncertainty_px": p.image_uncertainty,
+            **dict(zip(("PT", "MT", "TL"), map(float, angles))),
+            **dict(zip(("PT_true", "MT_true", "TL_true"), map(float, truth))),
+        })
+    return rows

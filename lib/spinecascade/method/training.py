@@ -56,6 +56,7 @@ class TrainConfig:
     augment: bool = False  # warps beyond the paper's mirrors (augmentation.py)
     warp_strength: float = 1.0  # multiplies the warps' geometric ranges
     corner_warp_strength: float = 0.0  # the same for step 2: gamma only, measured best on held-out images
+    film_framing: float = 0.0  # the film start's warps move the film's top and bottom edges by up to this (px)
     start_epochs: int | None = None  # the film start's (one-cycle schedule); None: 5 x `epochs`, a film is cheap
     start_learning_rate: float = 1e-3  # the schedule's peak
     start_batch_images: int = 16
@@ -174,7 +175,7 @@ class _Trainer:
             return None
         strength = self.train.corner_warp_strength if step == "corner" else self.train.warp_strength
         # The film start sees each whole film 80 times (40 epochs, and mirrors): most views are warped.
-        config = WarpConfig(probability=0.8) if step == "start" else WarpConfig()
+        config = WarpConfig(probability=0.8, frame_y=self.train.film_framing) if step == "start" else WarpConfig()
         return Warps.draw(n, config.scaled(strength), torch.Generator().manual_seed(seed))
 
     @torch.no_grad()
