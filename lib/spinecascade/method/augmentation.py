@@ -34,7 +34,7 @@ class WarpConfig:
     frame_y: float = 0.0
 
     def scaled(self, strength: float) -> WarpConfig:
-        """The geometric ranges (shift, tilt, scale, bends) times `strength`; gamma and probability as they are."""
+        """The geometric ranges (shift, tilt, scale, bends, framing) times `strength`; gamma and probability kept."""
         return replace(self, shift_x=self.shift_x * strength, shift_y=self.shift_y * strength,
                        rotation_deg=self.rotation_deg * strength, scale=self.scale * strength,
                        bend_c=self.bend_c * strength, bend_s=self.bend_s * strength,
@@ -62,7 +62,7 @@ class Warps:
 
         on = (torch.rand(n, generator=generator, dtype=torch.float64) < config.probability).double()
         shift = uniform(n, 2) * torch.tensor([config.shift_x, config.shift_y], dtype=torch.float64)
-        similarity = dict(
+        draws = dict(
             shift=shift * on[:, None],
             angle=uniform(n) * math.radians(config.rotation_deg) * on,
             scale=1 + uniform(n) * config.scale * on,
@@ -73,7 +73,7 @@ class Warps:
         # Drawn last and only when asked for, so that the other draws of a seed stay what they were.
         frame = (uniform(n, 2) * config.frame_y * on[:, None] if config.frame_y
                  else torch.zeros(n, 2, dtype=torch.float64))
-        return cls(**similarity, frame_top=frame[:, 0], frame_bottom=frame[:, 1])
+        return cls(**draws, frame_top=frame[:, 0], frame_bottom=frame[:, 1])
 
     def __getitem__(self, index) -> Warps:
         return Warps(self.shift[index], self.angle[index], self.scale[index], self.bend_c[index],
