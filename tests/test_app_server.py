@@ -320,7 +320,8 @@ def test_training_publishes_a_model_that_inference_uses_at_once(scoliosis_server
     assert version(Path(stats["previous_model"])) == before
     assert server.infer("spine-0").json()["model"]["version"] == after
     trained = load_model(server.model)[1]["train"]
-    assert trained["augment"] is True and trained["lr_decay"] == 0.7  # the app's default, and the request's
+    # The app's defaults (the shipped recipe's warps and framing), and the request's decay.
+    assert (trained["augment"], trained["film_framing"], trained["lr_decay"]) == (True, 40, 0.7)
 
 
 def test_stopped_training_leaves_the_model_alone(scoliosis_server: Server):
@@ -337,6 +338,8 @@ def test_stopped_training_leaves_the_model_alone(scoliosis_server: Server):
 @pytest.mark.parametrize(("request_body", "message"), [
     ({"from_scratch": True}, "at least 20 final labels"),
     ({"lr_decay": 2}, "lr_decay 2: must be at most 1"),
+    ({"film_framing": 400}, "film_framing: 400 is not in [0, 170]"),
+    ({"augment": False, "film_framing": 20}, "film_framing 20: the framing is one of the warps; it needs augment"),
 ])
 def test_training_refuses_what_it_cannot_do(scoliosis_server: Server, request_body: dict, message: str):
     server = scoliosis_server

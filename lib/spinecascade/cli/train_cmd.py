@@ -98,10 +98,12 @@ def _strength(text: str) -> float:
 
 
 def _frame_pixels(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 170:
-        raise argparse.ArgumentTypeError(f"{text} is not in [0, 170] (pixels of the 680-px image)")
-    return value
+    from spinecascade.method.augmentation import framing_pixels
+
+    try:
+        return framing_pixels(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from spinecascade.method.augmentation import framing_pixels
+
 TASK = "vertebral_landmarks"
 STRATEGY = "landmark_uncertainty"
 SCORING = "landmark_uncertainty"
@@ -29,6 +31,9 @@ OPTIONS = {
     "batch_images": "images per training batch (default 8)",
     "augment": "warp the films in training beyond mirroring them: shift, tilt, scale, bend, gamma for step 1, gamma "
                "for step 2 (default true)",
+    "film_framing": "with augment: move each film's top and bottom edges by up to this many pixels of the 680-px "
+                    "image when training the film start, so that it finds the levels on films framed unlike "
+                    "the training films (default 40, the shipped model's recipe; 0 turns it off)",
     "min_scratch_images": "final labels needed before training from scratch (default 20)",
     "on_demand_scores": "unscored images the active-learning strategy may score per request (default 8)",
 }
@@ -51,6 +56,7 @@ class TrainDefaults:
     augment: bool = True
     lr_decay: float = 0.5
     scratch_lr_decay: float = 0.9  # the shipped model's recipe: the paper's 0.5 leaves step 1 under-trained
+    film_framing: float = 40.0  # the shipped model's recipe (pixels of the 680-px film)
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ class AppConfig:
             augment=flag(conf["augment"], "--conf augment") if "augment" in conf else base.augment,
             lr_decay=_decay(conf, "lr_decay", base.lr_decay),
             scratch_lr_decay=_decay(conf, "scratch_lr_decay", base.scratch_lr_decay),
+            film_framing=_framing(conf, base.film_framing),
         )
         return cls(
             model_path=model.resolve(),
@@ -121,3 +128,13 @@ def _decay(conf: Mapping[str, str], key: str, default: float) -> float:
     if value > 1:
         raise ConfigError(f"--conf {key} {conf[key]!r}: must be at most 1 (it multiplies the learning rate)")
     return value
+
+
+def _framing(conf: Mapping[str, str], default: float) -> float:
+    raw = conf.get("film_framing")
+    if raw is None or raw == "":
+        return default
+    try:
+        return framing_pixels(raw)
+    except ValueError as exc:
+        raise ConfigError(f"--conf film_framing: {exc}") from None

@@ -6,7 +6,7 @@ the same labels and settings resumes where it was. With `multi_gpu` and more tha
 under torchrun, one process per GPU; otherwise it runs right here.
 
 Request parameters (JSON body): epochs, corner_epochs, learning_rate, lr_decay, batch_images, seed, augment,
-from_scratch, multi_gpu, device. Defaults come from the app configuration.
+film_framing, from_scratch, multi_gpu, device. Defaults come from the app configuration.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 
 from lib.configs.landmarks import AppConfig, ConfigError, flag
 from lib.trainers.job import STATS_FILE, TrainError, TrainJob, TrainStatus, read_status, run_job, utc_now
+from spinecascade.method.augmentation import framing_pixels
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ class VertebralLandmarksTrain(TrainTask):
         """What a client may change; shown in /info and offered by MONAI Label clients."""
         defaults = self.app_config.train
         return {"epochs": defaults.epochs, "learning_rate": defaults.learning_rate, "lr_decay": defaults.lr_decay,
-                "batch_images": defaults.batch_images, "augment": defaults.augment, "from_scratch": False,
+                "batch_images": defaults.batch_images, "augment": defaults.augment,
+                "film_framing": defaults.film_framing, "from_scratch": False,
                 "multi_gpu": True, "gpus": "all"}
 
     def stats(self) -> dict[str, Any]:
@@ -76,6 +78,7 @@ class VertebralLandmarksTrain(TrainTask):
                 train[key] = _number(request[key], key, int if key in _INT_PARAMS else float)
         if train["lr_decay"] > 1:
             raise TrainError(f"lr_decay {request['lr_decay']!r}: must be at most 1")
+        train["film_framing"] = self._film_framing(request, train["augment"])
         device = request.get("device") or self.app_config.device
         if device is not None and str(device).split(":")[0] not in ("cpu", "cuda"):
             raise TrainError(f"device {device!r}: expected cpu, cuda or cuda:N")
@@ -86,6 +89,19 @@ class VertebralLandmarksTrain(TrainTask):
                              f"the datastore has {len(samples)}. Fine-tune the current model instead.")
         return TrainJob(model_path=str(self.app_config.model_path), samples=samples, from_scratch=from_scratch,
                         train=train, device=device, threads=self.app_config.threads, studies=self.studies)
+
+    def _film_framing(self, request: dict[str, Any], augment: bool) -> float:
+        """The configured framing goes with the warps; asked for without them it would do nothing, so it is refused."""
+        if request.get("film_framing") is None:
+            return self.app_config.train.film_framing if augment else 0.0
+        try:
+            pixels = framing_pixels(request["film_framing"])
+        except ValueError as exc:
+            raise TrainError(f"film_framing: {exc}") from None
+        if pixels and not augment:
+            raise TrainError(f"film_framing {request['film_framing']!r}: the framing is one of the warps; it needs "
+                             "augment true")
+        return pixels
 
     def _run_torchrun(self, job: TrainJob, gpus: int) -> dict[str, Any]:
         work = self.app_config.model_path.parent
