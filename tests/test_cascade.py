@@ -483,6 +483,7 @@ def test_benchmark_smoke(tiny_model: Path, capsys):
     assert main(["benchmark", "--model", str(tiny_model), "--repeats", "2", "--batch", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["latency_ms"]["median"] > 0 and result["peak_memory_mb"] > 0 and result["mirror_view"]
+    assert result["gpu_peak_memory_mb"] is None  # a CPU run has no GPU figure
     assert result["cpus"] >= 1 and result["load_average_before"] >= 0  # a busy machine's figures mean little
     assert main(["benchmark", "--model", str(tiny_model), "--repeats", "2", "--batch", "2", "--json",
                  "--no-mirror"]) == 0
