@@ -14,6 +14,7 @@ from spinecascade.cli.main import main
 from spinecascade.io.images import Radiograph
 from spinecascade.method.cascade import normalise_pixels
 from spinecascade.method.crops import centreline, spine_strips
+from spinecascade.method.level_finder import LevelConfig, LevelFinder, chain_rows
 from spinecascade.method.model_file import load_model
 from spinecascade.method.prediction import Predictor
 from spinecascade.method.samples import pad_batch, prepare
@@ -43,6 +44,63 @@ def test_strips_follow_the_spine_down_the_whole_film():
     warped = spine_strips(images, centres, 8, 2, torch.tensor([0.5, 1.0]), torch.tensor([10.0, -4.0]))
     np.testing.assert_allclose(warped[0, 0, :, 0].numpy() // 1000, (0.5 * rows + 10).numpy() // 1, atol=1)
     assert warped[1, 0, 0, 0] == 0  # row -4.5 lies above the film
+
+
+def _peaks(rows: list[list[int]], n_rows: int = 200) -> torch.Tensor:
+    """Row scores (1, 17, n_rows): each vertebra's listed rows score 5, 4, ... in that order, the rest 0."""
+    scores = torch.zeros(1, len(rows), n_rows)
+    for k, wanted in enumerate(rows):
+        for rank, r in enumerate(wanted):
+            scores[0, k, r] = 5.0 - rank
+    return scores
+
+
+def test_a_chain_takes_each_vertebra_at_its_best_row_when_those_rows_are_in_order():
+    ys = torch.arange(200.0)
+    truth = [10 * k + 15 for k in range(17)]
+    rows = chain_rows(_peaks([[r] for r in truth]), ys, torch.full((1, 16), 10.0), sigma=0.07)
+    assert rows[0].tolist() == truth
+
+
+def test_a_chain_cannot_double_a_vertebra_or_skip_the_one_below():
+    """Vertebra 8 scores best on vertebra 9's row and only second on its own: alone it doubles 9, the spine
+    below it then a level off; the chain puts it back, and keeps the prior's gaps where the scores tie."""
+    ys = torch.arange(200.0)
+    truth = [10 * k + 15 for k in range(17)]
+    wanted = [[r] for r in truth]
+    wanted[8] = [truth[9], truth[8]]
+    scores = _peaks(wanted)
+    assert scores[0, 8].argmax() == scores[0, 9].argmax()
+    assert chain_rows(scores, ys, torch.full((1, 16), 10.0), sigma=0.07)[0].tolist() == truth
+    flat = torch.zeros(1, 17, 200)
+    flat[0, 0, 40] = 5.0  # only the first vertebra is seen: the rest follow at the prior's gaps, below it
+    gaps = torch.linspace(8, 12, 16)[None]
+    rows = chain_rows(flat, ys, gaps, sigma=0.07)[0]
+    assert rows[0] == 40 and (rows.diff() - gaps[0]).abs().max() <= 1
+
+
+def test_the_chain_decodes_predictions_only():
+    """Training sees each vertebra under its prior, as the finder was designed; evaluation decodes the chain."""
+    torch.manual_seed(0)
+    finder = LevelFinder(small_level_config())
+    plain = LevelFinder(LevelConfig(**{**small_level_config().__dict__, "chain_sigma": None}))
+    plain.load_state_dict(finder.state_dict())
+    images = torch.rand(2, 1, 240, 96)
+    centres = torch.stack([torch.full((2, 17), 48.0), torch.linspace(20, 220, 17).expand(2, -1)], dim=-1)
+    finder.train(), plain.train()
+    torch.testing.assert_close(finder(images, centres), plain(images, centres))
+    finder.eval(), plain.eval()
+    with torch.no_grad():
+        chained, alone = finder(images, centres), plain(images, centres)
+    assert chained.shape == alone.shape == (2, 17, 2) and torch.isfinite(chained).all()
+    assert (chained[..., 1].diff(dim=1) > 0).all()
+
+
+def test_files_written_before_the_chain_decode_with_it_unless_they_turn_it_off():
+    d = LevelConfig().__dict__ | {"dilations": list(LevelConfig().dilations)}
+    assert LevelConfig.from_dict({k: v for k, v in d.items() if k != "chain_sigma"}).chain_sigma == 0.07
+    assert LevelConfig.from_dict(d | {"chain_sigma": None}).chain_sigma is None
+    assert LevelConfig.from_dict(d) == LevelConfig()
 
 
 @pytest.fixture(scope="module")

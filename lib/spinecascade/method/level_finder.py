@@ -7,7 +7,8 @@ the current spine, the film's whole height, keeps every row where it is: its con
 discs, a stack of dilated 1-D convolutions along it sees far enough to tell the levels apart, and each
 vertebra's row is a soft-argmax of its own logits under a Gaussian prior around its current row. A second
 output per row moves the vertebra sideways. Every layer is translation-equivariant along the strip, so a level
-found on one film is found on another wherever the spine lies.
+found on one film is found on another wherever the spine lies. A prediction first takes the 17 rows as one chain
+(chain_rows), so that no vertebra is skipped or counted twice.
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ class LevelConfig:
     step: int = 2  # pixels between strip samples, along and across
     channels: int = 96
     dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 32)  # 1-D layers along the strip; their reach is ~500 px
+    # Predictions first decode the 17 as one chain (chain_rows), each gap within about this log-ratio of the
+    # prior's; None: each vertebra alone under its prior. Files written before the chain get it too.
+    chain_sigma: float | None = 0.07
 
     @classmethod
     def from_dict(cls, d: dict) -> LevelConfig:
-        return cls(d["width"], d["step"], d["channels"], tuple(d["dilations"]))
+        return cls(d["width"], d["step"], d["channels"], tuple(d["dilations"]), d.get("chain_sigma", cls.chain_sigma))
 
 
 class DilatedBlock(nn.Module):
@@ -96,8 +100,34 @@ class LevelFinder(nn.Module):
         prior_y = centres[..., 1]
         level = ((prior_y[:, -1] - prior_y[:, 0]).abs() / (N_VERTEBRAE - 1)).clamp_min(1.0)
         width = self.log_prior_width.exp() * level[:, None, None]
-        logits = self.level_logits(f) - 0.5 * ((ys - prior_y[..., None]) / width) ** 2
+        evidence = self.level_logits(f)
+        if self.config.chain_sigma is not None and not self.training:
+            scores = evidence - 0.5 * ((ys - prior_y[..., None]) / width) ** 2
+            prior_y = chain_rows(scores, ys, prior_y.diff(dim=1), self.config.chain_sigma)
+        logits = evidence - 0.5 * ((ys - prior_y[..., None]) / width) ** 2
         weights = logits.softmax(dim=-1)  # (B, 17, rows)
         y = (weights * ys).sum(-1)
         dx = (weights * self.sideways(f)).sum(-1) * self.config.step
         return torch.stack([centreline(centres, y) + dx, y], dim=-1)
+
+
+def chain_rows(scores: Tensor, ys: Tensor, gaps: Tensor, sigma: float) -> Tensor:
+    """The rows (B, 17) of the best chain under row scores (B, 17, R) at rows ys (R,): each vertebra below the one
+    before it, each gap near the prior's gaps (B, 16) on a log scale. Scored alone, two vertebrae can settle on
+    the same one and the rest of the spine then sits a level off; a chain cannot skip or double a vertebra.
+    Exact by dynamic programming (Viterbi), one vertebra at a time."""
+    unary = scores.log_softmax(dim=-1)
+    rise = ys[None, :] - ys[:, None]  # (R, R): from row r to row r'
+    below = rise > 0
+    log_rise = rise.clamp_min(1e-3).log()
+    total, back = unary[:, 0], []
+    for k in range(unary.shape[1] - 1):
+        mismatch = (log_rise - gaps[:, k, None, None].clamp_min(1.0).log()) / sigma
+        pair = torch.where(below, -0.5 * mismatch**2, torch.finfo(scores.dtype).min / 4)  # (B, R, R')
+        total, arg = (total[:, :, None] + pair).max(dim=1)
+        total = total + unary[:, k + 1]
+        back.append(arg)
+    rows = [total.argmax(dim=-1)]
+    for arg in reversed(back):
+        rows.append(arg.gather(1, rows[-1][:, None])[:, 0])
+    return ys[torch.stack(rows[::-1], dim=1)]
