@@ -101,11 +101,13 @@ class LevelFinder(nn.Module):
         level = ((prior_y[:, -1] - prior_y[:, 0]).abs() / (N_VERTEBRAE - 1)).clamp_min(1.0)
         width = self.log_prior_width.exp() * level[:, None, None]
         evidence = self.level_logits(f)
+
+        def under_prior(rows: Tensor) -> Tensor:
+            return evidence - 0.5 * ((ys - rows[..., None]) / width) ** 2
+
         if self.config.chain_sigma is not None and not self.training:
-            scores = evidence - 0.5 * ((ys - prior_y[..., None]) / width) ** 2
-            prior_y = chain_rows(scores, ys, prior_y.diff(dim=1), self.config.chain_sigma)
-        logits = evidence - 0.5 * ((ys - prior_y[..., None]) / width) ** 2
-        weights = logits.softmax(dim=-1)  # (B, 17, rows)
+            prior_y = chain_rows(under_prior(prior_y), ys, prior_y.diff(dim=1), self.config.chain_sigma)
+        weights = under_prior(prior_y).softmax(dim=-1)  # (B, 17, rows)
         y = (weights * ys).sum(-1)
         dx = (weights * self.sideways(f)).sum(-1) * self.config.step
         return torch.stack([centreline(centres, y) + dx, y], dim=-1)
