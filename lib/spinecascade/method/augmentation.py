@@ -259,3 +259,46 @@ class CornerDraws:
 
     def images(self, images01: Tensor) -> Tensor:
         return images01.clamp(0, 1) ** self.gamma.to(images01).view(-1, 1, 1, 1)
+
+
+@dataclass(frozen=True)
+class ChainDrawConfig:
+    """How the level check's training chains miss the truth: along the spine by less than a level either way
+    (whole-level misses are what it must find), stretched, each vertebra a little off. Levels, and pixels of the
+    680-px image."""
+
+    along: float = 0.6  # uniform in [-along, along] levels
+    stretch: float = 0.06  # standard deviations of normal draws from here on; relative, about the middle
+    each: float = 0.12  # levels, per vertebra
+    sideways: float = 2.0  # pixels, per vertebra and axis
+    gamma: float = 0.25  # log-normal
+
+    def for_height(self, height: int) -> ChainDrawConfig:
+        return replace(self, sideways=self.sideways * height / 680)
+
+
+@dataclass
+class ChainDraws:
+    """One draw per training view for the level check; tensors with n rows."""
+
+    index: Tensor  # (n, 17): the true vertebra index (0 = T1) each drawn chain point lies at
+    sideways: Tensor  # (n, 17, 2)
+    gamma: Tensor
+
+    @classmethod
+    def draw(cls, n: int, config: ChainDrawConfig, generator: torch.Generator, n_points: int) -> ChainDraws:
+        def normal(*shape: int) -> Tensor:
+            return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+        along = (torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1) * config.along
+        middle = (n_points - 1) / 2
+        stretch = 1 + config.stretch * normal(n)
+        index = torch.arange(n_points, dtype=torch.float64) - middle
+        index = index * stretch[:, None] + middle + along[:, None] + config.each * normal(n, n_points)
+        return cls(index, config.sideways * normal(n, n_points, 2), torch.exp(config.gamma * normal(n)))
+
+    def __getitem__(self, index) -> ChainDraws:
+        return ChainDraws(self.index[index], self.sideways[index], self.gamma[index])
+
+    def images(self, images01: Tensor) -> Tensor:
+        return images01.clamp(0, 1) ** self.gamma.to(images01).view(-1, 1, 1, 1)
