@@ -54,11 +54,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "vertically (README); with --step1-from, added to that model's step 1")
     p.add_argument("--level-epochs", type=_positive, default=None,
                    help="epochs of the level finder (default: 4 x --epochs)")
-    p.add_argument("--level-check", action="store_true",
-                   help="before the level finder, move step 1's chain by whole levels to where the regions along it "
-                   "(neck, ribs, lumbar spine, sacrum) put it (README); with --step1-from, added to that model")
-    p.add_argument("--check-epochs", type=_positive, default=None,
-                   help="epochs of the level check (default: 1.5 x --epochs)")
     p.add_argument("--corner-heatmaps", action="store_true",
                    help="start step 2 from corner heatmaps in a window around each centre instead of the mean "
                    "corner layout (README); with --step1-from, added to that model's step 2")
@@ -119,7 +114,6 @@ def run(args: argparse.Namespace) -> int:
         cascade_config,
         corner_heatmap_config,
         film_start_if_warped,
-        level_check_config,
         level_config,
         load_training_images,
         small_config,
@@ -138,9 +132,6 @@ def run(args: argparse.Namespace) -> int:
     if args.level_finder and base is not None and base.config.level_finder is None:
         raise SpineCascadeError(f"--level-finder: {args.finetune} has no level finder to fine-tune; add one with "
                                 "--step1-from instead")
-    if args.level_check and base is not None and base.config.level_check is None:
-        raise SpineCascadeError(f"--level-check: {args.finetune} has no level check to fine-tune; add one with "
-                                "--step1-from instead")
     if args.corner_heatmaps and base is not None and base.config.corner_heatmaps is None:
         raise SpineCascadeError(f"--corner-heatmaps: {args.finetune} has no corner heatmaps to fine-tune; add them "
                                 "with --step1-from instead")
@@ -156,8 +147,6 @@ def run(args: argparse.Namespace) -> int:
         config = film_start_if_warped(config, args.augment and not args.no_film_start)
     if args.level_finder and base is None and config.level_finder is None:
         config = replace(config, level_finder=level_config(config))
-    if args.level_check and base is None and config.level_check is None:
-        config = replace(config, level_check=level_check_config(config))
     if args.corner_heatmaps and base is None and config.corner_heatmaps is None:
         config = replace(config, corner_heatmaps=corner_heatmap_config(config))
     if args.prediction_stages:  # checked before the hours of training, not after
@@ -173,8 +162,7 @@ def run(args: argparse.Namespace) -> int:
                         lr_decay=args.lr_decay, batch_images=args.batch_images, seed=args.seed, augment=args.augment,
                         corner_warp_strength=args.corner_warp_strength, film_framing=args.film_framing,
                         start_epochs=args.start_epochs,
-                        level_epochs=args.level_epochs, check_epochs=args.check_epochs,
-                        heatmap_epochs=args.heatmap_epochs,
+                        level_epochs=args.level_epochs, heatmap_epochs=args.heatmap_epochs,
                         stages=tuple(args.prediction_stages) if args.prediction_stages else None)
     checkpoint = args.out.with_name(args.out.name + ".checkpoint")
     start = time.time()

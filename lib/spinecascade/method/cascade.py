@@ -1,8 +1,7 @@
 """The two-step cascade: 17 vertebra centres in 3 stages, then 4 corners per vertebra in 3 stages.
 
 Step 1 starts from a regression of the 17 centres on the whole film (FilmStart), or, in the paper's form and
-in files written before it, from the mean shape. A level check (level_check.py), then a level finder
-(level_finder.py), may end step 1. Step 2 starts
+in files written before it, from the mean shape. A level finder (level_finder.py) may end step 1. Step 2 starts
 from the mean corner layout at the centres or, where the config has them, from corner heatmaps (corner_heatmaps.py).
 
 Every stage crops patches around the current points, encodes each patch with its own truncated MobileNetV2,
@@ -22,7 +21,6 @@ from spinecascade.landmarks import N_CORNERS, N_VERTEBRAE
 from spinecascade.method.corner_heatmaps import CornerHeatmapConfig, CornerHeatmaps
 from spinecascade.method.crops import crop_patches, resample_films, rotate, spine_directions
 from spinecascade.method.encoder import TruncatedMobileNetV2
-from spinecascade.method.level_check import LevelCheck, LevelCheckConfig
 from spinecascade.method.level_finder import LevelConfig, LevelFinder
 from spinecascade.method.preprocessing import PreprocessConfig
 from spinecascade.method.shape_model import ShapeModel
@@ -52,8 +50,6 @@ class CascadeConfig:
     level_finder: LevelConfig | None = None
     # The window around each centre whose heatmaps start step 2; None: the mean corner layout starts it.
     corner_heatmaps: CornerHeatmapConfig | None = None
-    # The regions along step 1's chain that move it by whole levels before the level finder; None: no check.
-    level_check: LevelCheckConfig | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -67,12 +63,10 @@ class CascadeConfig:
         film = d.get("film_start")
         levels = d.get("level_finder")
         corners = d.get("corner_heatmaps")
-        check = d.get("level_check")
         return cls(PreprocessConfig(**d["preprocess"]), step(d["centre"]), step(d["corner"]), d["n_stages"],
                    d["centred_pca"], d["feature_dim"], d.get("align_corner_start", False),
                    tuple(film) if film else None, LevelConfig.from_dict(levels) if levels else None,
-                   CornerHeatmapConfig.from_dict(corners) if corners else None,
-                   LevelCheckConfig.from_dict(check) if check else None)
+                   CornerHeatmapConfig.from_dict(corners) if corners else None)
 
 
 def normalise_pixels(images_u8: Tensor) -> Tensor:
@@ -161,7 +155,6 @@ class Cascade(nn.Module):
         self.corner_stages = nn.ModuleList(Stage(config.corner, N_CORNERS, config.feature_dim) for _ in range(n))
         self.film_start = (FilmStart(config.film_start, config.feature_dim, config.centre.source_downsample)
                            if config.film_start else None)
-        self.level_check = LevelCheck(config.level_check) if config.level_check else None
         self.level_finder = LevelFinder(config.level_finder) if config.level_finder else None
         self.corner_heatmaps = CornerHeatmaps(config.corner_heatmaps) if config.corner_heatmaps else None
         # Mean normalised centres (Eq. 7) and mean corner offsets from the centre, per vertebra (measured in each
@@ -239,8 +232,6 @@ class Cascade(nn.Module):
         points = self.initial_centres(sizes, source)[:, None]
         for stage in self.centre_stages[:stages]:
             points = stage(source, points)
-        if self.level_check is not None:
-            points = self.level_check(images, points[:, 0])[:, None]
         if self.level_finder is not None:
             return self.level_finder(images, points[:, 0])
         return points[:, 0]

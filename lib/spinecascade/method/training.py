@@ -1,8 +1,8 @@
 """Stage-wise training of the cascade (Algorithm 2 of the paper), resumable and data-parallel.
 
 The film start is trained first, then the stages one after another, each on the outputs of the previous one
-over the whole training set; a level check and a level finder, where the config has them, between step 1 and
-step 2, and corner heatmaps, where it has them, before step 2's stages.
+over the whole training set; a level finder, where the config has one, between step 1 and step 2, and corner
+heatmaps, where it has them, before step 2's stages.
 After every epoch the complete training state is checkpointed atomically, so a killed run started again with
 the same arguments resumes and ends with the same weights. Under torchrun each process takes a share of every
 batch (DistributedDataParallel; gloo on CPU, NCCL on GPU) and only rank 0 writes.
@@ -30,8 +30,6 @@ from spinecascade.io.atomic import atomic_path
 from spinecascade.landmarks import N_VERTEBRAE
 from spinecascade.measurement.metrics import normalised_mse
 from spinecascade.method.augmentation import (
-    ChainDrawConfig,
-    ChainDraws,
     CornerDrawConfig,
     CornerDraws,
     LevelDraws,
@@ -41,7 +39,6 @@ from spinecascade.method.augmentation import (
 )
 from spinecascade.method.cascade import Cascade, CascadeConfig, Stage, downsample, standardise
 from spinecascade.method.crops import rotate, spine_directions
-from spinecascade.method.level_check import along_chain, region_of
 from spinecascade.method.samples import PreparedImage, pad_batch
 
 log = logging.getLogger(__name__)
@@ -65,8 +62,6 @@ class TrainConfig:
     start_batch_images: int = 16
     level_epochs: int | None = None  # the level finder's (one-cycle schedule); None: 4 x `epochs`
     level_learning_rate: float = 2e-3  # the schedule's peak
-    check_epochs: int | None = None  # the level check's (one-cycle schedule); None: 1.5 x `epochs`
-    check_learning_rate: float = 2e-3  # the schedule's peak
     heatmap_epochs: int | None = None  # the corner heatmaps' (one-cycle schedule); None: 1.5 x `epochs`
     heatmap_learning_rate: float = 2e-3  # the schedule's peak
     stages: tuple[int, int] | None = None  # step-1 and step-2 stages to train (those a prediction runs); None: all
@@ -99,7 +94,7 @@ def _phases(config: CascadeConfig, stages: tuple[int, int] | None = None) -> lis
     hours, and the level finder and step 2 would learn from centres a prediction never gives them."""
     centre, corner = stages if stages is not None else (config.n_stages, config.n_stages)
     start = [("start", 0)] if config.film_start else []
-    levels = ([("check", 0)] if config.level_check else []) + ([("levels", 0)] if config.level_finder else [])
+    levels = [("levels", 0)] if config.level_finder else []
     heatmaps = [("heatmaps", 0)] if config.corner_heatmaps else []
     return start + [("centre", i) for i in range(centre)] + levels + heatmaps + [("corner", i) for i in range(corner)]
 
@@ -158,11 +153,11 @@ class _Trainer:
         images01 = u8.to(self.device).float() / 255.0
         if warps is not None:
             images01 = warps.images(images01, sizes.to(self.device))
-        factors = {"corner": self.cascade.config.corner.source_downsample, "levels": 1, "check": 1, "heatmaps": 1}
+        factors = {"corner": self.cascade.config.corner.source_downsample, "levels": 1, "heatmaps": 1}
         factor = factors.get(step, self.cascade.config.centre.source_downsample)
         return downsample(standardise(images01), factor), sizes.to(self.device)
 
-    def _warps(self, n: int, step: str, *key: int) -> Warps | LevelDraws | ChainDraws | CornerDraws | None:
+    def _warps(self, n: int, step: str, *key: int) -> Warps | LevelDraws | CornerDraws | None:
         """The same draws for a batch on every rank and on a resumed run: seeded by (seed, *key).
 
         The level finder always trains on moved priors and stretched strips, and the corner heatmaps on moved
@@ -173,9 +168,6 @@ class _Trainer:
         if step == "levels":
             config = LevelPriorConfig().for_height(height)
             return LevelDraws.draw(n, config, torch.Generator().manual_seed(seed), N_VERTEBRAE)
-        if step == "check":
-            return ChainDraws.draw(n, ChainDrawConfig().for_height(height), torch.Generator().manual_seed(seed),
-                                   N_VERTEBRAE)
         if step == "heatmaps":
             return CornerDraws.draw(n, CornerDrawConfig().for_height(height), torch.Generator().manual_seed(seed),
                                     N_VERTEBRAE)
@@ -211,10 +203,6 @@ class _Trainer:
     def run_levels(self, points: np.ndarray) -> np.ndarray:
         """The level finder's centres (n, 1, 17, 2) from step 1's (eval mode)."""
         return self._run_at_centres(self.cascade.level_finder, "levels", points)[:, None]
-
-    def run_check(self, points: np.ndarray) -> np.ndarray:
-        """The level check's centres (n, 1, 17, 2) from step 1's (eval mode)."""
-        return self._run_at_centres(self.cascade.level_check, "check", points)[:, None]
 
     def run_corner_heatmaps(self, points: np.ndarray) -> np.ndarray:
         """The corner heatmaps' corners (n, 17, 4, 2) around step 1's centres (n, 1, 17, 2) (eval mode)."""
@@ -270,25 +258,23 @@ class _Trainer:
             return self.cascade.initial_corners(torch.from_numpy(centre_points[:, 0]).float().to(self.device)
                                                 ).cpu().double().numpy()
 
-    def fit(self, fit_pca: bool, first_phase: int = 0, copied: frozenset[str] = frozenset()) -> None:
-        """Train the phases from `first_phase` on; the ones before it (step 1), and the later ones whose step is
-        in `copied` (step-1 modules taken from another model), are run, not trained."""
+    def fit(self, fit_pca: bool, first_phase: int = 0) -> None:
+        """Train the phases from `first_phase` on; the ones before it (step 1) are run, not trained."""
         phases = _phases(self.cascade.config, self.train.stages)
         state = self.load()
         start_phase, start_epoch = (state["phase"], state["epoch"]) if state else (first_phase, 0)
         points = state["points"] if state else self._initial_points("centre", None)
         if not state:
             for step, index in phases[:first_phase]:
-                points = self._run_phase(step, index, points)
+                if step == "start":
+                    points = self.run_start()
+                elif step == "levels":
+                    points = self.run_levels(points)
+                else:
+                    points = self.run_stage(self.cascade.centre_stages[index], points, step)
         for p in range(start_phase, len(phases)):
             step, index = phases[p]
             resume = state if (state and p == start_phase) else None
-            if step in copied:
-                points = self._run_phase(step, index, points)
-                continue
-            if step == "check":
-                points = self._fit_check(p, points, resume, start_epoch if resume else 0)
-                continue
             if step == "start":
                 points = self._fit_start(p, resume, start_epoch if resume else 0)
                 continue
@@ -302,15 +288,6 @@ class _Trainer:
                 points = self._initial_points(step, points)
             stage = (self.cascade.centre_stages if step == "centre" else self.cascade.corner_stages)[index]
             points = self._fit_stage(p, step, index, stage, points, fit_pca, resume, start_epoch if resume else 0)
-
-    def _run_phase(self, step: str, index: int, points: np.ndarray) -> np.ndarray:
-        if step == "start":
-            return self.run_start()
-        if step == "check":
-            return self.run_check(points)
-        if step == "levels":
-            return self.run_levels(points)
-        return self.run_stage(self.cascade.centre_stages[index], points, step)
 
     def _fit_start(self, phase: int, resume: dict | None, first_epoch: int) -> np.ndarray:
         """Train the film start on the training films (warped like step 1's), then run it over all of them."""
@@ -384,36 +361,6 @@ class _Trainer:
         self._train_module(module, name, "levels", phase, first_epoch, epochs, size, optimizer, loss_of, scheduler,
                            points)
         return self._phase_done(phase, name, points, self.run_levels(points), targets)
-
-    def _fit_check(self, phase: int, points: np.ndarray, resume: dict | None, first_epoch: int) -> np.ndarray:
-        """Train the level check on chains drawn around the truth (less than a level off), then run it on step
-        1's centres."""
-        name = "level check"
-        module = self.cascade.level_check
-        targets = _targets(self.images, "centre")
-        self._time_phase(resume, first_epoch)
-        epochs = self.train.check_epochs or -(-3 * self.train.epochs // 2)
-        size = self.train.batch_images
-        optimizer = torch.optim.AdamW(module.parameters(), lr=self.train.check_learning_rate, weight_decay=1e-4)
-        scheduler = self._one_cycle(optimizer, self.train.check_learning_rate, epochs, size, resume, first_epoch)
-        model: torch.nn.Module = _RegionLogits(module)
-        if dist.is_initialized():
-            model = DistributedDataParallel(model)
-
-        def loss_of(mine: np.ndarray, draws: ChainDraws) -> torch.Tensor:
-            truth = torch.from_numpy(targets[mine][:, 0])
-            u8, _ = pad_batch([self.images[i].image for i in mine])
-            images = standardise(draws.images(u8.to(self.device).float() / 255.0))
-            chains = along_chain(truth, draws.index) + draws.sideways
-            positions = module.positions(len(mine), torch.device("cpu")).double()
-            # The true vertebra index at each labelled position of the drawn chain.
-            index = along_chain(draws.index[..., None], positions)[..., 0]
-            logits = model(images, chains.float().to(self.device))
-            return F.cross_entropy(logits.flatten(0, 1), region_of(index).flatten().to(self.device))
-
-        self._train_module(module, name, "check", phase, first_epoch, epochs, size, optimizer, loss_of, scheduler,
-                           points)
-        return self._phase_done(phase, name, points, self.run_check(points), targets)
 
     def _fit_heatmaps(self, phase: int, points: np.ndarray, resume: dict | None, first_epoch: int) -> np.ndarray:
         """Train the corner heatmaps in windows around moved true centres, then run them at step 1's centres.
@@ -573,17 +520,6 @@ class _Coefficients(torch.nn.Module):
         return self.stage.coefficients(source, points)
 
 
-class _RegionLogits(torch.nn.Module):
-    """The level check's region logits as a forward pass, for DistributedDataParallel."""
-
-    def __init__(self, check: torch.nn.Module) -> None:
-        super().__init__()
-        self.check = check
-
-    def forward(self, images: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-        return self.check.region_logits(images, centres)
-
-
 class _Locate(torch.nn.Module):
     """The corner heatmaps' windows at chosen centres and turns as a forward pass, for DistributedDataParallel."""
 
@@ -622,8 +558,7 @@ def train_cascade(
 
     With `step1_from`, step 1 (mean centre shape and centre stages) is taken from that cascade and only step 2
     is trained, with step 2's settings from `config` (default: those of `step1_from`): step-2 choices then cost
-    a fraction of a whole training. A level check or level finder in `config` that `step1_from` lacks is trained
-    before it; one it has is taken from it.
+    a fraction of a whole training. A level finder in `config` that `step1_from` lacks is trained before it.
     """
     if not images:
         raise ValueError("no training images")
@@ -654,8 +589,6 @@ def train_cascade(
             cascade.film_start.load_state_dict(step1_from.film_start.state_dict())
         if cascade.level_finder is not None and step1_from.level_finder is not None:
             cascade.level_finder.load_state_dict(step1_from.level_finder.state_dict())
-        if cascade.level_check is not None and step1_from.level_check is not None:
-            cascade.level_check.load_state_dict(step1_from.level_check.state_dict())
     dev = pick_device(device)
     cascade.to(dev)
     base_id = "scratch"
@@ -665,12 +598,9 @@ def train_cascade(
     trainer = _Trainer(cascade, images, train, dev, checkpoint, _fingerprint(images, config, train, base_id),
                        progress, on_event, should_stop)
     steps = [step for step, _ in _phases(config, train.stages)]
-    first, copied = 0, frozenset()
-    if step1_from is not None:  # a level check or finder the model lacks is trained before step 2
-        added = [step for step, module, source_module in (("check", cascade.level_check, step1_from.level_check),
-                                                          ("levels", cascade.level_finder, step1_from.level_finder))
-                 if module is not None and source_module is None]
-        first = steps.index(added[0] if added else ("heatmaps" if config.corner_heatmaps else "corner"))
-        copied = frozenset({"check", "levels"} - set(added))
-    trainer.fit(fit_pca=base is None, first_phase=first, copied=copied)
+    first = 0
+    if step1_from is not None:  # a level finder the model lacks is trained before step 2
+        step2 = "heatmaps" if config.corner_heatmaps else "corner"
+        first = steps.index("levels" if config.level_finder and step1_from.level_finder is None else step2)
+    trainer.fit(fit_pca=base is None, first_phase=first)
     return cascade.cpu().eval(), trainer.history

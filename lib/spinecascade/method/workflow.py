@@ -11,7 +11,6 @@ from spinecascade.io.dataset import Sample
 from spinecascade.method.cascade import CascadeConfig, StepConfig
 from spinecascade.method.corner_heatmaps import CornerHeatmapConfig
 from spinecascade.method.label_cleaning import CleanedSamples, clean_samples
-from spinecascade.method.level_check import LevelCheckConfig
 from spinecascade.method.level_finder import LevelConfig
 from spinecascade.method.preprocessing import PreprocessConfig
 from spinecascade.method.samples import PreparedImage, load_prepared, with_flips
@@ -62,13 +61,6 @@ def small_level_config() -> LevelConfig:
 def level_config(config: CascadeConfig) -> LevelConfig:
     """The level finder for a cascade: the small one for small_config's image height, else the full one."""
     return small_level_config() if config.preprocess.height == small_config().preprocess.height else LevelConfig()
-
-
-def level_check_config(config: CascadeConfig) -> LevelCheckConfig:
-    """The level check for a cascade: a small one for small_config's image height, else the full one."""
-    if config.preprocess.height == small_config().preprocess.height:
-        return LevelCheckConfig(patch=(56, 24), channels=(8, 16, 16, 24, 24, 32), embedding=32)
-    return LevelCheckConfig()
 
 
 def corner_heatmap_config(config: CascadeConfig) -> CornerHeatmapConfig:
