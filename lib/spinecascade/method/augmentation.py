@@ -145,8 +145,9 @@ class Warps:
 
 @dataclass(frozen=True)
 class LevelPriorConfig:
-    """How the level finder's training priors miss the truth: as the film start misses unseen films (README: a
-    whole-spine vertical shift of 10 px on average, and little sideways). Pixels of the 680-px image."""
+    """How the level finder's training priors miss the truth: as the film start misses unseen films
+    (docs/experiments.md: a whole-spine vertical shift of 10 px on average, and little sideways). Pixels of the
+    680-px image."""
 
     shift_y: float = 16.0  # standard deviations of normal draws from here on
     scale_y: float = 0.04  # relative, about the spine's middle
@@ -219,7 +220,7 @@ class LevelDraws:
 @dataclass(frozen=True)
 class CornerDrawConfig:
     """How the corner heatmaps' training windows miss the true centres: by a few pixels each way, as step 1 misses
-    unseen films on most vertebrae (README). Pixels of the 680-px image."""
+    unseen films on most vertebrae (docs/experiments.md). Pixels of the 680-px image."""
 
     centre: float = 4.0  # standard deviation of normal draws, per vertebra and axis
     direction: float = 4.0  # the same for the centres the windows' turn is measured from (drawn apart)

@@ -2,10 +2,10 @@
 
 The film start and the crop stages regress positions from features that have lost them (global pooling, or one
 dense layer over a whole film). On unseen films neither places the levels vertically better than the mean shape
-does, and no crop stage undoes a vertical shift of the whole spine (README, method section). A strip cut along
-the current spine, the film's whole height, keeps every row where it is: its convolutions see the endplates and
-discs, a stack of dilated 1-D convolutions along it sees far enough to tell the levels apart, and each
-vertebra's row is a soft-argmax of its own logits under a Gaussian prior around its current row. A second
+does, and no crop stage undoes a vertical shift of the whole spine (docs/experiments.md, method section). A strip
+cut along the current spine, the film's whole height, keeps every row where it is: its convolutions see the
+endplates and discs, a stack of dilated 1-D convolutions along it sees far enough to tell the levels apart, and
+each vertebra's row is a soft-argmax of its own logits under a Gaussian prior around its current row. A second
 output per row moves the vertebra sideways. Every layer is translation-equivariant along the strip, so a level
 found on one film is found on another wherever the spine lies. A prediction first takes the 17 rows as one chain
 (chain_rows), so that no vertebra is skipped or counted twice.

@@ -41,7 +41,7 @@ def default_model_path() -> Path:
 
 def encoder_dtype(precision: str, device: torch.device) -> torch.dtype:
     """bfloat16 encoders are faster on CPUs with native bfloat16 (AVX-512 BF16, AMX) but move the landmarks by a
-    few pixels (the README has the figures), so float32 stays the default."""
+    few pixels (docs/experiments.md has the figures), so float32 stays the default."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision == "bfloat16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
