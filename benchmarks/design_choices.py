@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,7 +34,10 @@ from tqdm import tqdm
 from spinecascade.io.dataset import AasceDataset
 from spinecascade.method.cascade import Cascade, CascadeConfig, StepConfig
 from spinecascade.method.samples import load_prepared, with_flips
-from spinecascade.method.training import TrainConfig, _Trainer, fit_mean_shapes
+from spinecascade.training.config import StageTraining, TrainConfig
+from spinecascade.training.data import TrainingSet
+from spinecascade.training.loop import TrainingLoop
+from spinecascade.training.phases import StagePhase, fit_mean_shapes, mean_shape_centres
 
 
 def pca_residuals(offsets: np.ndarray, max_q: int) -> dict:
@@ -69,11 +73,12 @@ def main() -> None:
     images = [load_prepared(s.name, s.image_path, s.landmarks, config.preprocess) for s in tqdm(samples, "load")]
     train_imgs, val_imgs = with_flips(images[:381]), images[381:]
 
+    cpu = torch.device("cpu")
+    train_set, val_set = TrainingSet(train_imgs, cpu), TrainingSet(val_imgs, cpu)
     cascade = Cascade(config)
-    fit_mean_shapes(cascade, train_imgs)
-    lm = np.stack([i.landmarks for i in train_imgs])
-    sizes = torch.tensor([i.size for i in train_imgs], dtype=torch.float32)
-    s0 = cascade.initial_centres(sizes).numpy()
+    fit_mean_shapes(cascade, train_set)
+    lm = train_set.corners
+    s0 = mean_shape_centres(cascade, train_set)[:, 0]
     centres = lm.mean(axis=2)
     corner_offsets = lm - (centres[:, :, None] + cascade.mean_corner_offsets.numpy()[None])
     report = {
@@ -85,8 +90,12 @@ def main() -> None:
     if args.only in (None, "geometry"):
         print(json.dumps(report, indent=1))
 
-    val_lm = np.stack([i.landmarks for i in val_imgs]).mean(axis=2)
-    paper = TrainConfig(epochs=args.epochs, batch_images=4)
+    val_lm = val_set.centres[:, 0]
+    paper = TrainConfig(stages=StageTraining(epochs=args.epochs, batch_images=4))
+
+    def stages(**changes) -> StageTraining:
+        return replace(paper.stages, **changes)
+
     variants = []
     if args.only in (None, "crop"):
         variants += [("width x height", (192, 80), (80, 48), 8, paper),
@@ -97,29 +106,24 @@ def main() -> None:
             variants.insert(0, ("PCA Q=8", (192, 80), (80, 48), 8, paper))
     if args.only in (None, "schedule"):
         variants += [(f"warps, lr x{decay} per epoch", (192, 80), (80, 48), 8,
-                      replace(paper, augment=True, lr_decay=decay)) for decay in args.lr_decays]
+                      replace(paper, augment=True, stages=stages(lr_decay=decay))) for decay in args.lr_decays]
     if args.only in (None, "warps"):
         variants += [(f"warps x{strength}, lr x0.9 per epoch", (192, 80), (80, 48), 8,
-                      replace(paper, augment=True, lr_decay=0.9, warp_strength=strength))
+                      replace(paper, augment=True, stages=stages(lr_decay=0.9, warp_strength=strength)))
                      for strength in args.warp_strengths]
     if args.only == "context":
         variants += [("warps, lr x0.9 per epoch, taller crops", crop, patch, 8,
-                      replace(paper, augment=True, lr_decay=0.9)) for crop, patch in args.context]
+                      replace(paper, augment=True, stages=stages(lr_decay=0.9))) for crop, patch in args.context]
+    vs = np.array([i.size for i in val_imgs], float)[:, None]
     for label, crop, patch, q, train in variants:
-        cfg = CascadeConfig(centre=StepConfig(crop, patch, q, 2))
         torch.manual_seed(0)
-        cas = Cascade(cfg)
-        fit_mean_shapes(cas, train_imgs)
-        trainer = _Trainer(cas, train_imgs, train, torch.device("cpu"), Path("/nonexistent/none"), "", True, None,
-                           None)
-        trainer.rank = 1  # no checkpoints for this throw-away measurement
-        start = trainer._initial_points("centre", None)
-        trainer._fit_stage(0, "centre", 0, cas.centre_stages[0], start, True, None, 0)
-        val = _Trainer(cas, val_imgs, trainer.train, torch.device("cpu"), Path("/nonexistent/none"), "", False,
-                       None, None)
-        vstart = val._initial_points("centre", None)
-        vpred = val.run_stage(cas.centre_stages[0], vstart, "centre")
-        vs = np.array([i.size for i in val_imgs], float)[:, None]
+        cas = Cascade(CascadeConfig(centre=StepConfig(crop, patch, q, 2), n_stages=1))
+        fit_mean_shapes(cas, train_set)
+        stage = StagePhase(cas, train_set, train, "centre", 0, fit_shape_model=True)
+        with tempfile.TemporaryDirectory() as scratch:
+            TrainingLoop(cas, train_set, train, Path(scratch) / "checkpoint", "", phases=[stage]).run()
+        vstart = mean_shape_centres(cas, val_set)
+        vpred = StagePhase(cas, val_set, train, "centre", 0, fit_shape_model=False).run(vstart)
         before = float(np.mean(np.sum(((vstart[:, 0] - val_lm) / vs) ** 2, axis=-1)))
         after = float(np.mean(np.sum(((vpred[:, 0] - val_lm) / vs) ** 2, axis=-1)))
         print(f"{label}: crop {crop} -> patch {patch}, Q={q}: held-out centre MSE {before:.3e} -> {after:.3e}")

@@ -33,19 +33,7 @@ needs_aasce = pytest.mark.skipif(not (AASCE / "labels" / "training").is_dir(),
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real model file (small configuration) trained on synthetic spines; about 2 minutes on two cores."""
-    from spinecascade.method.workflow import train_synthetic_model
+    """A real model file of the `small` recipe (every part) trained on synthetic spines; about a minute."""
+    from spinecascade.training.train import train_synthetic_model
 
     return train_synthetic_model(tmp_path_factory.mktemp("model") / "tiny.safetensors")
-
-
-def step_two_retrained(tiny_model: Path, root: Path, seed: int, *options: str) -> Path:
-    """tiny_model's step 1 with step 2 trained again (`--step1-from`) on 24 synthetic films, with ``options``."""
-    from spinecascade.cli.main import main
-    from spinecascade.synthetic import write_aasce_layout
-
-    write_aasce_layout(root, 24, seed=seed, width=96, height=240)
-    out = root / "retrained.safetensors"
-    assert main(["train", "--data", str(root), "--split", "all", "--augment", "--step1-from", str(tiny_model),
-                 "--corner-epochs", "1", "--batch-images", "4", *options, "--out", str(out)]) == 0
-    return out

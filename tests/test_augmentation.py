@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from spinecascade.method.augmentation import WarpConfig, Warps
+from spinecascade.training.augmentation import WarpConfig, Warps
 
 
 def _blobs(points: np.ndarray, width: int, height: int, pad_w: int) -> torch.Tensor:

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from spinecascade.cli.main import main
 from spinecascade.errors import ModelFileError
 from spinecascade.io.images import Radiograph
-from spinecascade.landmarks import N_CORNERS, flip_horizontal
+from spinecascade.landmarks import flip_horizontal
 from spinecascade.measurement.metrics import normalised_mse
 from spinecascade.method.cascade import Cascade, CascadeConfig, downsample, normalise_pixels
 from spinecascade.method.crops import crop_patches, resample_films, rotate, spine_directions
@@ -29,9 +29,12 @@ from spinecascade.method.model_file import load_model, save_model
 from spinecascade.method.prediction import Predictor
 from spinecascade.method.samples import PreparedImage, pad_batch, prepare
 from spinecascade.method.shape_model import ShapeModel
-from spinecascade.method.training import fit_mean_shapes
-from spinecascade.method.workflow import small_config
 from spinecascade.synthetic import make_spine, write_aasce_layout
+from spinecascade.training.data import TrainingSet
+from spinecascade.training.phases import fit_mean_shapes
+from spinecascade.training.recipes import configure
+
+SMALL = configure("small").model
 
 SPINECASCADE = [sys.executable, "-m", "spinecascade.cli.main"]
 
@@ -97,11 +100,9 @@ def test_film_start_is_nearer_the_truth_than_the_mean_shape(tiny_model: Path):
 
 
 def test_a_cascade_without_film_start_starts_from_the_mean_shape():
-    """Files written before the film start, and `--no-film-start`, keep the paper's start (Eq. 8)."""
-    config = replace(small_config(), film_start=None)
-    as_dict = config.as_dict()
-    del as_dict["film_start"]
-    assert CascadeConfig.from_dict(as_dict) == config
+    """The paper's start (Eq. 8), as the `paper` recipe has it."""
+    config = replace(SMALL, film_start=None)
+    assert CascadeConfig.from_dict(config.as_dict()) == config
     cascade = Cascade(config)
     assert cascade.film_start is None and not any(k.startswith("film_start.") for k in cascade.state_dict())
     cascade.mean_centres.uniform_()
@@ -140,8 +141,8 @@ def test_step_two_starts_from_the_mean_layout_turned_to_the_spine():
     truth = np.stack([img.landmarks for img in images])
     centres = torch.from_numpy(truth.mean(axis=2)).float()
     for aligned, exact in ((True, True), (False, False)):
-        cascade = Cascade(replace(small_config(), align_corner_start=aligned))
-        fit_mean_shapes(cascade, images)
+        cascade = Cascade(replace(SMALL, align_corner_start=aligned))
+        fit_mean_shapes(cascade, TrainingSet(images, torch.device("cpu")))
         with torch.no_grad():
             start = cascade.initial_corners(centres).numpy()
         assert np.allclose(start, truth, atol=1e-3) == exact, np.abs(start - truth).max()
@@ -231,45 +232,13 @@ def test_incompatible_model_version_is_refused(tiny_model: Path, tmp_path: Path)
     meta = dict(read_metadata(tiny_model), format_version="99")
     future = tmp_path / "future.safetensors"
     save_file(load_file(str(tiny_model)), str(future), metadata=meta)
-    with pytest.raises(ModelFileError, match="version 99 is not supported"):
+    with pytest.raises(ModelFileError, match="format version 99; this version of spinecascade reads version 2") as err:
         load_model(future)
-
-
-def test_prediction_stages_choose_how_many_stages_run_and_mark_the_version(tiny_model: Path, tmp_path: Path):
-    from safetensors.torch import save_file
-
-    from spinecascade.method.model_file import _digest, read_metadata
-
-    cascade, info = load_model(tiny_model)
-    assert cascade.prediction_stages.tolist() == [2, 2]  # every stage of the small cascade
-    images, sizes = torch.rand(1, 1, 240, 96), torch.tensor([[96.0, 240.0]])
-    with torch.inference_mode():
-        full_corners, _ = cascade(images, sizes)
-        cascade.set_prediction_stages(1, 1)
-        corners, centres = cascade(images, sizes)
-        assert torch.equal(centres, cascade.run_centres(images, sizes, 1))
-        assert torch.equal(corners, cascade.run_corners(images, centres, 1))
-        assert not torch.equal(corners, full_corners)
-        cascade.set_prediction_stages(0, 1)  # the film start alone is step 1's answer
-        source = downsample(images, cascade.config.centre.source_downsample)
-        assert torch.equal(cascade(images, sizes)[1], cascade.initial_centres(sizes, source))
-        cascade.set_prediction_stages(1, 1)
-    with pytest.raises(ValueError, match="must lie in 0..2 for step 1"):
-        cascade.set_prediction_stages(3, 1)
-    fewer = tmp_path / "fewer.safetensors"
-    save_model(fewer, cascade, info)
-    smaller = load_model(fewer)[0]  # the file holds the stages a prediction runs, and predicts the same
-    assert smaller.prediction_stages.tolist() == [1, 1] and smaller.config.n_stages == 1
-    assert {k.split(".")[1] for k in _tensors(fewer) if k.startswith(("centre_stages.", "corner_stages."))} == {"0"}
-    with torch.inference_mode():
-        assert torch.allclose(smaller(images, sizes)[0], corners, atol=1e-4)
-    assert read_metadata(fewer)["sha256"] != read_metadata(tiny_model)["sha256"]  # another model version
-
-    older = load_file(str(tiny_model))
-    del older["prediction_stages"]  # a file written before the buffer existed runs every stage
-    meta = dict(read_metadata(tiny_model), sha256=_digest(older))
-    save_file(older, str(tmp_path / "older.safetensors"), metadata=meta)
-    assert load_model(tmp_path / "older.safetensors")[0].prediction_stages.tolist() == [2, 2]
+    assert "future.safetensors" in str(err.value)
+    older = tmp_path / "older.safetensors"
+    save_file(load_file(str(tiny_model)), str(older), metadata=dict(meta, format_version="1"))
+    with pytest.raises(ModelFileError, match="format version 1; .* train the model again"):
+        load_model(older)
 
 
 @pytest.fixture(scope="module")
@@ -279,28 +248,28 @@ def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _train_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--data", str(data), "--split", "all", "--config", "small", "--epochs", "2",
-            "--batch-images", "2", "--out", str(out), *extra]
+def _train_args(data: Path, out: Path, *extra: str, recipe: str = "small") -> list[str]:
+    return ["train", "--recipe", recipe, "--data", str(data), "--split", "all", "--epochs", "2", "--batch", "2",
+            "--out", str(out), *extra]
 
 
 def _tensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
+def _stages(path: Path) -> list[str]:
+    return [h["stage"] for h in load_model(path)[1]["history"]]
+
+
 def test_training_killed_and_restarted_resumes_to_the_same_model(synthetic_dataset: Path, tmp_path: Path):
-    """With the shipped model's recipe, a level finder and corner heatmaps: the warps' draws, the level finder's
-    priors, the heatmaps' moved centres and the learning-rate schedules, too, must come out the same after a
-    restart."""
+    """The small recipe has every part: the warps' draws, the PCA fits, the level finder's priors, the heatmaps'
+    moved centres and the learning-rate schedules must all come out the same after a restart."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    recipe = ("--augment", "--lr-decay", "0.9", "--level-finder", "--level-epochs", "2", "--corner-heatmaps",
-              "--heatmap-epochs", "2")
     whole = tmp_path / "whole.safetensors"
-    subprocess.run([*SPINECASCADE, *_train_args(synthetic_dataset, whole, *recipe)], check=True, env=env,
-                   capture_output=True)
+    subprocess.run([*SPINECASCADE, *_train_args(synthetic_dataset, whole)], check=True, env=env, capture_output=True)
     resumed = tmp_path / "resumed.safetensors"
     checkpoint = resumed.with_name(resumed.name + ".checkpoint")
-    proc = subprocess.Popen([*SPINECASCADE, *_train_args(synthetic_dataset, resumed, *recipe)], env=env,
+    proc = subprocess.Popen([*SPINECASCADE, *_train_args(synthetic_dataset, resumed)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
@@ -308,118 +277,78 @@ def test_training_killed_and_restarted_resumes_to_the_same_model(synthetic_datas
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert checkpoint.exists() and not resumed.exists(), "the run should have been killed mid-training"
-    subprocess.run([*SPINECASCADE, *_train_args(synthetic_dataset, resumed, *recipe)], check=True, env=env,
+    subprocess.run([*SPINECASCADE, *_train_args(synthetic_dataset, resumed)], check=True, env=env,
                    capture_output=True)
     assert not checkpoint.exists()
     info = load_model(resumed)[1]
-    assert (info["train"]["augment"], info["train"]["lr_decay"]) == (True, 0.9)
-    assert len(info["history"]) == 7 and all(stage["seconds"] > 0 for stage in info["history"])
-    assert info["history"][3]["stage"] == "level finder"
-    assert info["history"][4]["stage"] == "corner heatmaps"
-    assert info["history"][0]["stage"] == "film start"
+    assert info["recipe"] == "small" and info["train"]["stages"]["epochs"] == 2
+    assert _stages(resumed) == ["film start", "centre stage 1/1", "level finder", "corner heatmaps",
+                                "corner stage 1/1"]
+    assert all(stage["seconds"] > 0 for stage in info["history"])
     a, b = _tensors(whole), _tensors(resumed)
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
 
 
-def test_step_two_trained_alone_on_a_models_step_one(synthetic_dataset: Path, tmp_path: Path):
-    """--step1-from with the model's own recipe gives that model again (up to the half-precision storage of the
-    step-1 weights it starts from): the step-2 path is the one of a whole training. --corner-warp-strength then
-    changes step 2 and only step 2."""
-    recipe = ("--augment", "--lr-decay", "0.9")
-    whole = tmp_path / "whole.safetensors"
-    assert main(_train_args(synthetic_dataset, whole, *recipe)) == 0
-    again = tmp_path / "again.safetensors"
-    assert main(_train_args(synthetic_dataset, again, *recipe, "--step1-from", str(whole))) == 0
-    films = [Radiograph(s.image.astype(np.float32)) for s in _test_spines(2)]
-    first, second = (np.stack([p.landmarks for p in Predictor(m).predict_batch(films)]) for m in (whole, again))
-    assert np.abs(first - second).max() < 0.5
-    a = _tensors(whole)
-    stronger = tmp_path / "stronger.safetensors"
-    assert main(_train_args(synthetic_dataset, stronger, *recipe, "--corner-warp-strength", "1", "--step1-from",
-                            str(whole))) == 0
-    c = _tensors(stronger)
-    step1 = [k for k in a if k.startswith(("centre_stages.", "film_start.")) or k == "mean_centres"]
-    assert step1 and all(torch.equal(a[k], c[k]) for k in step1)
-    assert any(not torch.equal(a[k], c[k]) for k in a if k.startswith("corner_stages."))
-    whole_info, stronger_info = load_model(whole)[1], load_model(stronger)[1]
-    assert stronger_info["history"][:3] == whole_info["history"][:3]
-    assert [h["stage"] for h in stronger_info["history"]] == [h["stage"] for h in whole_info["history"]]
-    assert stronger_info["train"]["step1_from"] == str(whole)
-    assert stronger_info["train"]["corner_warp_strength"] == 1
-    raw = tmp_path / "raw.safetensors"  # the shape constraint's ablation in step 2 alone
-    assert main(_train_args(synthetic_dataset, raw, *recipe, "--no-pca", "--step1-from", str(whole))) == 0
-    cascade, d = load_model(raw)[0], _tensors(raw)
-    assert cascade.config.corner.n_components is None and cascade.config.centre == load_model(whole)[0].config.centre
-    assert all(torch.equal(a[k], d[k]) for k in step1)
-    for stage in cascade.corner_stages:
-        assert torch.equal(stage.shape_model.components, torch.eye(N_CORNERS * 2))
-
-
-def test_step_one_from_a_model_cannot_be_mixed_with_other_settings(synthetic_dataset: Path, tmp_path: Path,
-                                                                    capsys):
-    out = tmp_path / "m.safetensors"
-    assert main(_train_args(synthetic_dataset, out, "--no-film-start", "--step1-from", str(tmp_path / "x"))) == 2
-    assert "--step1-from" in capsys.readouterr().err and not out.exists()
-
-
-@pytest.mark.parametrize("epochs", ["0", "-3", "many"])
-def test_training_refuses_film_start_epochs_below_one(tmp_path: Path, capsys, epochs: str):
-    """0 or fewer would leave the film start untrained without a word."""
-    with pytest.raises(SystemExit) as stopped:
-        main(_train_args(tmp_path, tmp_path / "m.safetensors", "--augment", "--start-epochs", epochs))
-    assert stopped.value.code == 2
-    assert "--start-epochs" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("decay", ["0", "1.5", "fast"])
-def test_training_refuses_a_learning_rate_decay_outside_zero_to_one(tmp_path: Path, capsys, decay: str):
-    with pytest.raises(SystemExit) as stopped:
-        main(_train_args(tmp_path, tmp_path / "m.safetensors", "--lr-decay", decay))
-    assert stopped.value.code == 2
-    assert "--lr-decay" in capsys.readouterr().err
-
-
-def test_film_framing_needs_a_film_start_and_a_range_in_pixels(synthetic_dataset: Path, tmp_path: Path, capsys):
-    """Without the warps there is no film start to train, and the option would do nothing without a word."""
-    out = tmp_path / "m.safetensors"
-    assert main(_train_args(synthetic_dataset, out, "--film-framing", "30")) == 2
-    assert "--film-framing" in capsys.readouterr().err and not out.exists()
-    assert main(_train_args(synthetic_dataset, out, "--augment", "--no-film-start", "--film-framing", "30")) == 2
-    assert "--film-framing" in capsys.readouterr().err and not out.exists()
-    for bad in ("-5", "400"):
-        with pytest.raises(SystemExit) as stopped:
-            main(_train_args(synthetic_dataset, out, "--augment", "--film-framing", bad))
-        assert stopped.value.code == 2 and "--film-framing" in capsys.readouterr().err
-
-
-def test_training_refuses_prediction_stages_the_cascade_does_not_have(synthetic_dataset: Path, tmp_path: Path,
-                                                                      capsys):
-    out = tmp_path / "m.safetensors"
-    assert main(_train_args(synthetic_dataset, out, "--prediction-stages", "3", "1")) == 2
-    assert "--prediction-stages 3 1" in capsys.readouterr().err and not out.exists()
-    assert main(_train_args(synthetic_dataset, out, "--prediction-stages", "0", "1")) == 2  # no --augment
-    assert "needs a film start" in capsys.readouterr().err and not out.exists()
-
-
-def test_training_trains_only_the_stages_a_prediction_runs(synthetic_dataset: Path, tmp_path: Path):
-    """--prediction-stages 0 0: the film start, the level finder and the heatmaps, and no stage of either step
-    (the level finder learns on the film start's centres, as a prediction gives them)."""
-    out = tmp_path / "alone.safetensors"
-    assert main(_train_args(synthetic_dataset, out, "--augment", "--level-finder", "--level-epochs", "1",
-                            "--corner-heatmaps", "--heatmap-epochs", "1", "--prediction-stages", "0", "0")) == 0
+def test_the_paper_recipe_trains_three_pca_stages_a_step_from_the_mean_shape(synthetic_dataset: Path,
+                                                                             tmp_path: Path):
+    out = tmp_path / "paper.safetensors"
+    assert main(_train_args(synthetic_dataset, out, "--epochs", "1", "--batch", "8", recipe="paper")) == 0
     cascade, info = load_model(out)
-    assert [h["stage"] for h in info["history"]] == ["film start", "level finder", "corner heatmaps"]
-    assert cascade.prediction_stages.tolist() == [0, 0] and info["train"]["stages"] == [0, 0]
+    assert cascade.film_start is None and cascade.level_finder is None and cascade.corner_heatmaps is None
+    assert not cascade.config.align_corner_start and cascade.prediction_stages.tolist() == [3, 3]
+    assert _stages(out) == [f"{step} stage {i}/3" for step in ("centre", "corner") for i in (1, 2, 3)]
+    assert info["train"]["stages"]["lr_decay"] == 0.5 and info["train"]["augment"] is False
+    assert all(stage.shape_model.n_components == q for stages, q in ((cascade.centre_stages, 8),
+                                                                    (cascade.corner_stages, 6)) for stage in stages)
+
+
+def test_the_shipped_recipe_trains_its_three_parts_and_no_stage(synthetic_dataset: Path, tmp_path: Path):
+    out = tmp_path / "shipped.safetensors"
+    assert main(_train_args(synthetic_dataset, out, "--epochs", "1", "--batch", "8",
+                            "--set", "train.film_start.framing=80", recipe="shipped")) == 0
+    cascade, info = load_model(out)
+    assert _stages(out) == ["film start", "level finder", "corner heatmaps"]
+    assert cascade.prediction_stages.tolist() == [0, 0] and cascade.config == configure("shipped").model
+    assert info["train"]["film_start"]["framing"] == 80 and info["train"]["film_start"]["epochs"] == 1
     film = Radiograph(_test_spines(1)[0].image.astype(np.float32))
     assert Predictor(out).predict(film).landmarks.shape == (17, 4, 2)
-    one = tmp_path / "one.safetensors"
-    assert main(_train_args(synthetic_dataset, one, "--augment", "--film-framing", "20", "--prediction-stages", "0",
-                            "1")) == 0
-    info = load_model(one)[1]
-    assert [h["stage"] for h in info["history"]] == ["film start", "corner stage 1/2"]
-    assert info["train"]["film_framing"] == 20
+
+
+def test_fine_tuning_follows_the_models_recipe(tiny_model: Path, synthetic_dataset: Path, tmp_path: Path):
+    out = tmp_path / "tuned.safetensors"
+    assert main(["train", "--finetune", str(tiny_model), "--data", str(synthetic_dataset), "--split", "all",
+                 "--epochs", "1", "--out", str(out)]) == 0
+    info = load_model(out)[1]
+    assert info["recipe"] == "small" and info["train"]["finetuned_from"] == Predictor(tiny_model).version
+    assert info["train"]["stages"]["learning_rate"] == configure("small", finetune=True).train.stages.learning_rate
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--set", "train.stages.lr_decay=1.5"], "stages.lr_decay 1.5: expected a number in (0, 1]"),
+    (["--set", "lr_decay=0.9"], "lr_decay: no such setting"),
+    (["--set", "train.film_start.epochs=0"], "film_start.epochs 0: expected a whole number of at least 1"),
+    (["--set", "train.film_start.framing=400"], "film_start.framing 400: expected a number in [0, 170]"),
+    (["--set", "train.augment=false", "--set", "train.film_start.framing=20"], "the framing is one of the training"),
+    (["--set", "model.corner_heatmaps=null", "--set", "model.n_stages=0"], "model.n_stages 0: step 2 without"),
+    (["--set", "model.level_finder.width"], "expected field=value"),
+    (["--epochs", "0"], "epochs 0: expected a whole number of at least 1"),
+])
+def test_training_refuses_settings_it_cannot_use_with_the_setting_named(synthetic_dataset: Path, tmp_path: Path,
+                                                                        capsys, extra: list[str], message: str):
+    out = tmp_path / "m.safetensors"
+    assert main(_train_args(synthetic_dataset, out, *extra)) == 2
+    assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_show_prints_the_recipe_with_the_changes(capsys):
+    import json
+
+    assert main(["train", "--recipe", "shipped", "--set", "train.film_start.framing=80", "--show"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["recipe"] == "shipped" and shown["model"]["n_stages"] == 0
+    assert shown["train"]["film_start"]["framing"] == 80 and shown["train"]["level_finder"]["epochs"] == 30
 
 
 def test_data_parallel_training_with_two_processes(synthetic_dataset: Path, tmp_path: Path):
@@ -427,17 +356,13 @@ def test_data_parallel_training_with_two_processes(synthetic_dataset: Path, tmp_
     torchrun = Path(sys.executable).with_name("torchrun")
     result = subprocess.run(
         [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "spinecascade.cli.main",
-         *_train_args(synthetic_dataset, out, "--augment", "--level-finder", "--level-epochs", "1",
-                      "--corner-heatmaps", "--heatmap-epochs", "1")],
+         *_train_args(synthetic_dataset, out, "--epochs", "1")],
         env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    cascade, info = load_model(out)
+    info = load_model(out)[1]
     assert info["train"]["workers"] == 2
-    assert cascade.film_start is not None and info["history"][0]["stage"] == "film start"
-    stages = [h["stage"] for h in info["history"]]
-    assert cascade.level_finder is not None and "level finder" in stages
-    assert cascade.corner_heatmaps is not None and "corner heatmaps" in stages
+    assert _stages(out) == ["film start", "centre stage 1/1", "level finder", "corner heatmaps", "corner stage 1/1"]
 
 
 def test_train_predict_evaluate_from_the_command_line(tiny_model: Path, synthetic_dataset: Path, tmp_path: Path,

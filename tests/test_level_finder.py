@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
-from conftest import step_two_retrained
-from safetensors.torch import load_file
 
-from spinecascade.cli.main import main
 from spinecascade.io.images import Radiograph
 from spinecascade.method.cascade import normalise_pixels
 from spinecascade.method.crops import centreline, spine_strips
@@ -18,8 +15,10 @@ from spinecascade.method.level_finder import LevelConfig, LevelFinder, chain_row
 from spinecascade.method.model_file import load_model
 from spinecascade.method.prediction import Predictor
 from spinecascade.method.samples import pad_batch, prepare
-from spinecascade.method.workflow import small_level_config
 from spinecascade.synthetic import make_spine
+from spinecascade.training.recipes import configure
+
+SMALL_LEVELS = configure("small").model.level_finder
 
 
 def test_centreline_joins_the_centres_and_holds_their_x_past_the_ends():
@@ -82,8 +81,8 @@ def test_a_chain_cannot_double_a_vertebra_or_skip_the_one_below():
 def test_the_chain_decodes_predictions_only():
     """Training sees each vertebra under its prior, as the finder was designed; evaluation decodes the chain."""
     torch.manual_seed(0)
-    finder = LevelFinder(small_level_config())
-    plain = LevelFinder(LevelConfig(**{**small_level_config().__dict__, "chain_sigma": None}))
+    finder = LevelFinder(SMALL_LEVELS)
+    plain = LevelFinder(LevelConfig(**{**SMALL_LEVELS.__dict__, "chain_sigma": None}))
     plain.load_state_dict(finder.state_dict())
     images = torch.rand(2, 1, 240, 96)
     centres = torch.stack([torch.full((2, 17), 48.0), torch.linspace(20, 220, 17).expand(2, -1)], dim=-1)
@@ -96,23 +95,15 @@ def test_the_chain_decodes_predictions_only():
     assert (chained[..., 1].diff(dim=1) > 0).all()
 
 
-def test_files_written_before_the_chain_decode_with_it_unless_they_turn_it_off():
+def test_the_level_settings_round_trip_with_or_without_the_chain():
     d = LevelConfig().__dict__ | {"dilations": list(LevelConfig().dilations)}
-    assert LevelConfig.from_dict({k: v for k, v in d.items() if k != "chain_sigma"}).chain_sigma == 0.07
-    assert LevelConfig.from_dict(d | {"chain_sigma": None}).chain_sigma is None
     assert LevelConfig.from_dict(d) == LevelConfig()
+    assert LevelConfig.from_dict(d | {"chain_sigma": None}).chain_sigma is None
 
 
-@pytest.fixture(scope="module")
-def with_levels(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tiny_model's step 1 with a level finder added (and step 2 trained again on its centres)."""
-    return step_two_retrained(tiny_model, tmp_path_factory.mktemp("levels"), 700, "--level-finder",
-                              "--level-epochs", "12")
-
-
-def test_the_level_finder_puts_back_levels_its_priors_missed(with_levels: Path):
+def test_the_level_finder_puts_back_levels_its_priors_missed(tiny_model: Path):
     """On unseen spines, centres moved up or down by most of a level come back near the truth."""
-    cascade, _ = load_model(with_levels)
+    cascade, _ = load_model(tiny_model)
     films = [prepare(f"{i}", s.image, s.landmarks, cascade.config.preprocess)
              for i, s in enumerate(make_spine(91_000 + i, 96, 240) for i in range(8))]
     u8, _ = pad_batch([f.image for f in films])
@@ -127,24 +118,13 @@ def test_the_level_finder_puts_back_levels_its_priors_missed(with_levels: Path):
     assert after < before / 2, (float(after), float(before))
 
 
-def test_a_model_with_a_level_finder_keeps_step_one_and_predicts(tiny_model: Path, with_levels: Path):
-    cascade, info = load_model(with_levels)
-    assert cascade.config.level_finder == small_level_config()
+def test_the_level_finder_ends_step_one_in_a_prediction(tiny_model: Path):
+    cascade, info = load_model(tiny_model)
     assert [h["stage"] for h in info["history"]].count("level finder") == 1
-    a, b = load_file(str(tiny_model)), load_file(str(with_levels))
-    step1 = [k for k in a if k.startswith(("centre_stages.", "film_start.")) or k == "mean_centres"]
-    assert step1 and all(torch.equal(a[k], b[k]) for k in step1)
-    assert any(k.startswith("level_finder.") for k in b) and not any(k.startswith("level_finder.") for k in a)
+    without = copy.deepcopy(cascade)
+    without.level_finder = None
     films = [Radiograph(make_spine(92_000 + i, 96, 240).image.astype(np.float32)) for i in range(2)]
-    plain, levels = (Predictor(m).predict_batch(films) for m in (tiny_model, with_levels))
+    levels, plain = (Predictor(m).predict_batch(films) for m in (cascade, without))
     for p, q in zip(plain, levels):
         assert q.landmarks.shape == (17, 4, 2) and np.isfinite(q.uncertainty).all()
         assert not np.allclose(p.centres, q.centres)
-
-
-def test_a_level_finder_cannot_be_fine_tuned_into_a_model_without_one(tiny_model: Path, tmp_path: Path, capsys):
-    out = tmp_path / "m.safetensors"
-    assert main(["train", "--data", str(tmp_path), "--finetune", str(tiny_model), "--level-finder",
-                 "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert "--level-finder" in err and "--step1-from" in err and not out.exists()

@@ -16,16 +16,17 @@ from pathlib import Path
 import numpy as np
 
 from spinecascade.cli.options import add_precision_option
+from spinecascade.errors import SpineCascadeError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".dcm", ".nrrd", ".nii", ".gz", ".tif", ".tiff", ".bmp"}
-SAMPLE_STUDIES = Path(__file__).resolve().parents[3] / "apps" / "scoliosis" / "sample_studies"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("benchmark", help="latency, throughput and memory of prediction on this machine",
                        description="Median and p90 latency of one prediction (file decode to angles), batch "
-                       "throughput and peak memory. Images: --images DIR, else the bundled sample studies, else a "
-                       "synthetic film of typical training size (1200 x 3000).")
+                       "throughput and peak memory. Images: --images DIR (the repository's "
+                       "apps/scoliosis/sample_studies "
+                       "are four training films), else a synthetic film of typical training size (1200 x 3000).")
     p.add_argument("--model", type=Path, default=None, help="model file (default: the shipped model)")
     p.add_argument("--images", type=Path, default=None, help="folder of X-rays to time")
     p.add_argument("--repeats", type=int, default=20, help="timed single-image predictions (default 20)")
@@ -39,11 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _images(folder: Path | None, scratch: Path) -> list[Path]:
-    for candidate in (folder, SAMPLE_STUDIES):
-        if candidate is not None and candidate.is_dir():
-            found = sorted(p for p in candidate.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if found:
-                return found
+    if folder is not None:
+        found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise SpineCascadeError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+        return found
     from spinecascade.io.images import save_image
     from spinecascade.synthetic import make_spine
 

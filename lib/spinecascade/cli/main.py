@@ -48,7 +48,7 @@ _HELP = {
     "cobb": "Cobb angles (PT, MT, TL) and end vertebrae from a landmark file",
     "check-labels": "list labels that break the expected landmark structure",
     "convert": "convert between landmark label formats",
-    "train": "train the two-step cascade on an AASCE-layout dataset",
+    "train": "train a named recipe on an AASCE-layout dataset",
     "predict": "find the 68 corners and the Cobb angles on X-ray images",
     "evaluate": "evaluate a model on an AASCE-layout split",
     "benchmark": "latency, throughput and memory of prediction on this machine",

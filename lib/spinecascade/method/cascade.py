@@ -1,17 +1,19 @@
-"""The two-step cascade: 17 vertebra centres in 3 stages, then 4 corners per vertebra in 3 stages.
+"""The cascade: step 1 places the 17 vertebra centres, step 2 the 4 corners of each vertebra.
 
-Step 1 starts from a regression of the 17 centres on the whole film (FilmStart), or, in the paper's form and
-in files written before it, from the mean shape. A level finder (level_finder.py) may end step 1. Step 2 starts
-from the mean corner layout at the centres or, where the config has them, from corner heatmaps (corner_heatmaps.py).
-
-Every stage crops patches around the current points, encodes each patch with its own truncated MobileNetV2,
-concatenates the codes of one shape, regresses a few PCA coefficients with one linear layer and moves the
-points by the decoded offset. All coordinates here are pixels of the pre-processed (resized) image.
+Its parts, each present where the configuration has it (the recipes in spinecascade.training.recipes choose):
+- step 1 starts from a regression of the 17 centres on the whole film (FilmStart), or from the mean shape as
+  the paper does;
+- the paper's stages: each crops patches around the current points, encodes each patch with a shared truncated
+  MobileNetV2, concatenates the codes of one shape, regresses a few PCA coefficients with one linear layer and
+  moves the points by the decoded offset (`n_stages` per step; the shipped model runs none);
+- a level finder (level_finder.py) may end step 1;
+- step 2 starts from the mean corner layout at the centres or from corner heatmaps (corner_heatmaps.py).
+All coordinates here are pixels of the pre-processed (resized) image.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +38,8 @@ class StepConfig:
 
 @dataclass(frozen=True)
 class CascadeConfig:
+    """The model's parts and sizes; the defaults are the paper's method (the `paper` recipe)."""
+
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     centre: StepConfig = field(default_factory=lambda: StepConfig((192, 80), (80, 48), 8, 2))
     corner: StepConfig = field(default_factory=lambda: StepConfig((48, 48), (48, 48), 6, 1))
@@ -43,9 +47,9 @@ class CascadeConfig:
     centred_pca: bool = True
     feature_dim: int = 64
     # Turn step 2's start, the mean corner layout, to the local direction of the spine through the centres.
-    align_corner_start: bool = True
+    align_corner_start: bool = False
     # (width, height) every film is resampled to for step 1's whole-film start; None starts from the mean shape.
-    film_start: tuple[int, int] | None = (128, 320)
+    film_start: tuple[int, int] | None = None
     # The strip along the spine that places the levels after step 1's stages; None: step 1 ends with them.
     level_finder: LevelConfig | None = None
     # The window around each centre whose heatmaps start step 2; None: the mean corner layout starts it.
@@ -56,17 +60,32 @@ class CascadeConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> CascadeConfig:
+        """From `as_dict`'s layout; KeyError, TypeError or ValueError for anything missing or wrong."""
         def step(s: dict) -> StepConfig:
             return StepConfig(tuple(s["crop_size"]), tuple(s["patch_size"]), s["n_components"],
-                              s.get("source_downsample", 1))
+                              s["source_downsample"])
 
-        film = d.get("film_start")
-        levels = d.get("level_finder")
-        corners = d.get("corner_heatmaps")
-        return cls(PreprocessConfig(**d["preprocess"]), step(d["centre"]), step(d["corner"]), d["n_stages"],
-                   d["centred_pca"], d["feature_dim"], d.get("align_corner_start", False),
-                   tuple(film) if film else None, LevelConfig.from_dict(levels) if levels else None,
-                   CornerHeatmapConfig.from_dict(corners) if corners else None)
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown model setting(s) {sorted(unknown)}")
+        film, levels, corners = d["film_start"], d["level_finder"], d["corner_heatmaps"]
+        config = cls(PreprocessConfig(**d["preprocess"]), step(d["centre"]), step(d["corner"]), d["n_stages"],
+                     d["centred_pca"], d["feature_dim"], d["align_corner_start"], tuple(film) if film else None,
+                     LevelConfig.from_dict(levels) if levels else None,
+                     CornerHeatmapConfig.from_dict(corners) if corners else None)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """ValueError naming the setting when the parts cannot make a cascade."""
+        if not isinstance(self.n_stages, int) or isinstance(self.n_stages, bool) or self.n_stages < 0:
+            raise ValueError(f"n_stages {self.n_stages!r}: expected a whole number of at least 0")
+        if self.n_stages == 0 and self.film_start is None:
+            raise ValueError("n_stages 0: step 1 without a stage needs a film start (film_start)")
+        if self.n_stages == 0 and self.corner_heatmaps is None:
+            raise ValueError("n_stages 0: step 2 without a stage needs corner heatmaps (corner_heatmaps)")
+        if self.preprocess.height < 64:
+            raise ValueError(f"preprocess.height {self.preprocess.height!r}: expected at least 64 pixels")
 
 
 def normalise_pixels(images_u8: Tensor) -> Tensor:
@@ -161,9 +180,8 @@ class Cascade(nn.Module):
         # vertebra's upright frame when the config aligns the start with the spine).
         self.register_buffer("mean_centres", torch.zeros(N_VERTEBRAE, 2))
         self.register_buffer("mean_corner_offsets", torch.zeros(N_VERTEBRAE, N_CORNERS, 2))
-        # How many stages of step 1 and of step 2 a prediction runs. Later stages can over-fit (the paper's
-        # Fig. 7a); a training told how many trains only those, and a buffer, unlike the config, is part of the
-        # model's version hash.
+        # How many stages of step 1 and of step 2 a prediction runs: all of them. A buffer, unlike the config, is
+        # part of the model's version hash.
         self.register_buffer("prediction_stages", torch.tensor([n, n]))
         # Depthwise convolutions run about twice as fast on the CPU in channels-last layout.
         self.to(memory_format=torch.channels_last)
@@ -192,34 +210,6 @@ class Cascade(nn.Module):
         if self.config.align_corner_start:
             offsets = rotate(offsets, -spine_directions(centres))
         return centres[:, :, None, :] + offsets
-
-    def set_prediction_stages(self, centre: int, corner: int) -> None:
-        """With a film start, step 1 may run no stage at all, and with corner heatmaps step 2: the start is then
-        the step's answer."""
-        n = self.config.n_stages
-        low = 0 if self.film_start is not None else 1
-        low_corner = 0 if self.corner_heatmaps is not None else 1
-        if not (low <= centre <= n and low_corner <= corner <= n):
-            why = " (running no step-1 stage needs a film start)" if centre == 0 and low == 1 else ""
-            if corner == 0 and low_corner == 1:
-                why = " (running no step-2 stage needs corner heatmaps)"
-            raise ValueError(f"prediction stages must lie in {low}..{n} for step 1 and in {low_corner}..{n} for "
-                             f"step 2, got {centre} and {corner}{why}")
-        self.prediction_stages.copy_(torch.tensor([centre, corner]))
-
-    def without_unused_stages(self) -> Cascade:
-        """The same predictions from a smaller cascade: the stages after those a prediction runs dropped."""
-        n = max(self.prediction_stages.tolist())
-        if n == self.config.n_stages:
-            return self
-
-        def kept(key: str) -> bool:
-            module, _, rest = key.partition(".")
-            return module not in ("centre_stages", "corner_stages") or int(rest.split(".")[0]) < n
-
-        smaller = Cascade(replace(self.config, n_stages=n))
-        smaller.load_state_dict({k: v for k, v in self.state_dict().items() if kept(k)})
-        return smaller.train(self.training)
 
     def forward(self, images: Tensor, sizes: Tensor) -> tuple[Tensor, Tensor]:
         """Corners (B, 17, 4, 2) and centres (B, 17, 2) for normalised images (B, 1, H, W)."""

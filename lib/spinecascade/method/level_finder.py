@@ -31,12 +31,12 @@ class LevelConfig:
     channels: int = 96
     dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 32)  # 1-D layers along the strip; their reach is ~500 px
     # Predictions first decode the 17 as one chain (chain_rows), each gap within about this log-ratio of the
-    # prior's; None: each vertebra alone under its prior. Files written before the chain get it too.
+    # prior's; None: each vertebra alone under its prior.
     chain_sigma: float | None = 0.07
 
     @classmethod
     def from_dict(cls, d: dict) -> LevelConfig:
-        return cls(d["width"], d["step"], d["channels"], tuple(d["dilations"]), d.get("chain_sigma", cls.chain_sigma))
+        return cls(d["width"], d["step"], d["channels"], tuple(d["dilations"]), d["chain_sigma"])
 
 
 class DilatedBlock(nn.Module):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from importlib.resources import files
 from pathlib import Path
 
 import torch
@@ -20,7 +22,10 @@ from spinecascade.io.atomic import atomic_path
 from spinecascade.method.cascade import Cascade, CascadeConfig
 
 FORMAT = "spinecascade-cascade"
-FORMAT_VERSION = 1
+# 2: every setting written out (no defaults for settings older files lacked); the training metadata names its
+# recipe. Files of version 1 are refused.
+FORMAT_VERSION = 2
+SHIPPED_MODEL = "spinecascade.safetensors"  # in the package's models/ folder
 _FULL_PRECISION = ("shape_model.", "mean_centres", "mean_corner_offsets")
 
 
@@ -35,9 +40,7 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
 def save_model(path: str | Path, cascade: Cascade, info: dict) -> None:
     """Write atomically; `info` describes the training data and its metrics (JSON-serialisable).
 
-    The file holds the stages a prediction runs: trained stages after them would only make it larger.
     """
-    cascade = cascade.without_unused_stages()
     tensors = {}
     for key, value in cascade.state_dict().items():
         value = value.detach().cpu()
@@ -75,10 +78,21 @@ def read_metadata(path: str | Path) -> dict:
         raise ModelFileError(f"{path}: not a SpineCascade model file (format {meta.get('format')!r})")
     if meta.get("format_version") != str(FORMAT_VERSION):
         raise ModelFileError(
-            f"{path}: model format version {meta.get('format_version')} is not supported by this "
-            f"version of spinecascade (it reads version {FORMAT_VERSION})"
+            f"{path}: model file format version {meta.get('format_version')}; this version of spinecascade reads "
+            f"version {FORMAT_VERSION} only: train the model again with `spinecascade train --recipe ...`"
         )
     return meta
+
+
+def shipped_model_path() -> Path:
+    """The model installed with the package (package data), whichever folder the program runs from."""
+    return Path(str(files("spinecascade") / "models" / SHIPPED_MODEL))
+
+
+def default_model_path() -> Path:
+    """$SPINECASCADE_MODEL when set, else the shipped model."""
+    configured = os.environ.get("SPINECASCADE_MODEL")
+    return Path(configured).expanduser() if configured else shipped_model_path()
 
 
 def load_model(path: str | Path) -> tuple[Cascade, dict]:
@@ -94,9 +108,7 @@ def load_model(path: str | Path) -> tuple[Cascade, dict]:
         config = CascadeConfig.from_dict(json.loads(meta["config"]))
         cascade = Cascade(config)
         own = cascade.state_dict()
-        state = {k: v.to(own[k].dtype) if k in own else v for k, v in tensors.items()}
-        state.setdefault("prediction_stages", own["prediction_stages"])  # files from before it: every stage
-        cascade.load_state_dict(state)
+        cascade.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in tensors.items()})
         info = json.loads(meta.get("info", "{}"))
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ModelFileError(f"{path}: incompatible model file ({exc})") from None

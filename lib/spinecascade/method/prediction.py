@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,21 +22,13 @@ from spinecascade.landmarks import N_POINTS, VERTEBRAE, as_landmarks, centres, f
 from spinecascade.measurement.cobb import CobbResult, cobb_angles
 from spinecascade.method.cascade import Cascade, normalise_pixels
 from spinecascade.method.encoder import fold_batchnorm
-from spinecascade.method.model_file import load_model, read_metadata
+from spinecascade.method.model_file import default_model_path, load_model, read_metadata
 from spinecascade.method.preprocessing import Resized, preprocess
 from spinecascade.method.samples import pad_batch
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("float32", "bfloat16")
-
-SHIPPED_MODEL = Path(__file__).resolve().parents[3] / "apps" / "scoliosis" / "model" / "spinecascade.safetensors"
-
-
-def default_model_path() -> Path:
-    """$SPINECASCADE_MODEL, else the model shipped with the MONAI Label app."""
-    return Path(os.environ.get("SPINECASCADE_MODEL", SHIPPED_MODEL))
-
 
 def encoder_dtype(precision: str, device: torch.device) -> torch.dtype:
     """bfloat16 encoders are faster on CPUs with native bfloat16 (AVX-512 BF16, AMX) but move the landmarks by a

@@ -1,9 +1,10 @@
 """One training run on the datastore's final labels, in this process or in every process torchrun starts.
 
-The library does the work: load_training_images cleans and prepares the labels, train_cascade trains (resuming
-from model/train.checkpoint when a stopped run is started again with the same data and settings) and
-save_model writes the new model atomically. Before that, the model it replaces is copied to model/history/.
-Progress goes to the log and to model/train_stats.json, which the server shows in /info.
+The library's one training entry does the work (spinecascade.training.train.train_model: label cleaning, the
+recipe's phases, resuming from model/training.safetensors.checkpoint when a stopped run is started again with
+the same data and settings, an atomic model write). The new model is written beside the served one; the
+served one is then copied to model/history/ and replaced in one rename. Progress goes to the log and to
+model/train_stats.json, which the server shows in /info.
 
 Run as `python -m lib.trainers.job JOB.json` (what torchrun starts on each GPU).
 """
@@ -28,15 +29,15 @@ from spinecascade.errors import ImageError, LabelError
 from spinecascade.io.atomic import atomic_path, atomic_write_text
 from spinecascade.io.dataset import Sample, image_size
 from spinecascade.io.labels import read_label
-from spinecascade.method.cascade import Cascade
-from spinecascade.method.model_file import load_model, read_metadata, save_model
-from spinecascade.method.training import TrainConfig, TrainingStopped, init_distributed, phase_count, train_cascade
-from spinecascade.method.workflow import cascade_config, film_start_if_warped, load_training_images
+from spinecascade.method.model_file import read_metadata
+from spinecascade.training.loop import TrainingStopped, init_distributed
+from spinecascade.training.recipes import Recipe, configure
+from spinecascade.training.train import TrainingError, phase_count, train_model
 
 log = logging.getLogger(__name__)
 
 STATS_FILE = "train_stats.json"
-CHECKPOINT_FILE = "train.checkpoint"
+NEW_MODEL_FILE = "training.safetensors"  # the run's model before it replaces the served one
 HISTORY_DIR = "history"
 
 
@@ -49,10 +50,19 @@ class TrainJob:
     model_path: str
     samples: list[dict[str, str]]  # name, image, label: the datastore's images with final labels
     from_scratch: bool
-    train: dict[str, Any]  # TrainConfig fields
+    recipe: str  # what a training from scratch follows; a fine-tuning follows the recipe's fine-tuning settings
+    settings: list[str]  # `field=value` changes to the recipe
+    epochs: int | None
+    batch: int | None
+    seed: int | None
     device: str | None
     threads: int
     studies: str
+
+    def resolved(self) -> Recipe:
+        """The recipe with this job's changes; ConfigError names a setting that cannot be used."""
+        return configure(self.recipe, self.settings, epochs=self.epochs, batch=self.batch, seed=self.seed,
+                         finetune=not self.from_scratch)
 
     def save(self, path: Path) -> None:
         atomic_write_text(path, json.dumps(asdict(self)))
@@ -76,7 +86,7 @@ class TrainStatus:
             atomic_write_text(self.path, json.dumps(self.state, indent=2, default=str))
 
     def on_event(self, event: dict[str, Any]) -> None:
-        """Callback of train_cascade: after every epoch and every stage (all ranks see the same)."""
+        """Callback of train_model: after every epoch and every phase (all ranks see the same)."""
         if not self.write:
             return
         if event["event"] == "epoch_done":
@@ -105,7 +115,7 @@ def read_status(path: Path) -> dict[str, Any]:
 
 
 class ParentWatch:
-    """should_stop for train_cascade: stop when the process that started this run (the server) is gone."""
+    """should_stop for train_model: stop when the process that started this run (the server) is gone."""
 
     def __init__(self) -> None:
         self.parent = os.getppid()
@@ -126,10 +136,10 @@ def run_job(job: TrainJob) -> dict[str, Any]:
     status = TrainStatus(model_path.parent / STATS_FILE, write=rank == 0)
     status.update(status="RUNNING", pid=os.getpid(), start_ts=utc_now(), workers=world,
                   mode="from scratch" if job.from_scratch else "fine-tune", labelled_images=len(job.samples),
-                  train=job.train)
+                  recipe=job.recipe)
     started = time.time()
     try:
-        result = _train(job, model_path, status, rank, world)
+        result = _train(job, model_path, status, rank)
     except TrainingStopped as exc:
         log.warning("training stopped: %s", exc)
         status.update(status="STOPPED", message=str(exc), end_ts=utc_now())
@@ -141,59 +151,32 @@ def run_job(job: TrainJob) -> dict[str, Any]:
     return status.state
 
 
-def _train(job: TrainJob, model_path: Path, status: TrainStatus, rank: int, world: int) -> dict[str, Any]:
-    current = load_model(model_path) if model_path.is_file() else None
-    previous_version = read_metadata(model_path)["sha256"][:12] if current else None
+def _train(job: TrainJob, model_path: Path, status: TrainStatus, rank: int) -> dict[str, Any]:
+    recipe = job.resolved()
+    base = None if job.from_scratch else model_path
+    if base is not None and not base.is_file():
+        raise TrainError(f"no model at {model_path} to fine-tune; train from scratch (from_scratch: true)")
+    previous_version = read_metadata(model_path)["sha256"][:12] if model_path.is_file() else None
     samples = [s for s in (_sample(entry) for entry in job.samples) if s is not None]
-    if job.from_scratch:
-        base = None
-        config = film_start_if_warped(current[0].config if current else cascade_config(),
-                                      job.train.get("augment", False))
-    else:
-        if current is None:
-            raise TrainError(f"no model at {model_path} to fine-tune; train from scratch (from_scratch: true)")
-        base, config = current[0], current[0].config
     if not samples:
         raise TrainError("no images with final labels in the datastore: save some labels (tag final) first")
-    images, cleaned = load_training_images(samples, config.preprocess, clean=True, progress=False)
-    if not images:
-        raise TrainError(f"every final label was excluded as implausible: {cleaned.excluded}")
-    train = TrainConfig(**job.train)
-    status.update(images=len(cleaned.kept), repaired=cleaned.repaired, excluded=cleaned.excluded,
-                  stages_done=0, stages_total=phase_count(config, train.stages), stages=[])
-    log.info("training (%s) on %d images, %d workers: %s", status.state["mode"], len(cleaned.kept), world, train)
-    checkpoint = model_path.parent / CHECKPOINT_FILE
-    cascade, history = train_cascade(images, checkpoint, config, train, base=base, device=job.device,
-                                     progress=False, on_event=status.on_event, should_stop=ParentWatch())
-    if base is None and current is not None:
-        _run_stages_like(cascade, current[0])
+    status.update(train=recipe.train.as_dict(), stages_done=0, stages_total=phase_count(recipe, base), stages=[])
+    new_model = model_path.parent / NEW_MODEL_FILE
+    data = {"source": "MONAI Label datastore", "studies": job.studies}
+    try:
+        result = train_model(recipe, samples, new_model, base=base, device=job.device, data=data, progress=False,
+                             on_event=status.on_event, should_stop=ParentWatch())
+    except TrainingError as exc:
+        raise TrainError(str(exc)) from None
+    status.update(images=len(result.cleaned.kept), repaired=result.cleaned.repaired,
+                  excluded=result.cleaned.excluded)
     if rank != 0:
         return {}
     kept = _keep_previous(model_path, previous_version) if previous_version else None
-    info = {
-        "name": f"{model_path.stem} ({'trained' if base is None else 'fine-tuned'} in MONAI Label)",
-        "trained": utc_now(),
-        "data": {"source": "MONAI Label datastore", "studies": job.studies, "n_images": len(cleaned.kept),
-                 "flip_augmented": True, "n_repaired": len(cleaned.repaired), "n_excluded": len(cleaned.excluded)},
-        "cleaning": {"repaired": cleaned.repaired, "excluded": cleaned.excluded},
-        "train": {**train.__dict__, "workers": world, "from_scratch": base is None,
-                  "finetuned_from": previous_version if base is not None else None},
-        "history": history,
-    }
-    save_model(model_path, cascade, info)
-    checkpoint.unlink(missing_ok=True)
+    os.replace(new_model, model_path)
     version = read_metadata(model_path)["sha256"][:12]
     log.info("new model %s published at %s (previous %s kept as %s)", version, model_path, previous_version, kept)
     return {"model_version": version, "previous_version": previous_version, "previous_model": kept}
-
-
-def _run_stages_like(cascade: Cascade, replaced: Cascade) -> None:
-    """A new cascade runs as many stages as the one it replaces, where it can: trained without the warps it has
-    no film start, and then its step 1 runs all its stages."""
-    try:
-        cascade.set_prediction_stages(*replaced.prediction_stages.tolist())
-    except ValueError as exc:
-        log.info("the new model runs all its stages (%s)", exc)
 
 
 def _sample(entry: dict[str, str]) -> Sample | None:

@@ -5,12 +5,15 @@ library's per-epoch checkpoint and atomic model writes make that safe, and a sto
 the same labels and settings resumes where it was. With `multi_gpu` and more than one GPU the run is started
 under torchrun, one process per GPU; otherwise it runs right here.
 
-Request parameters (JSON body): epochs, corner_epochs, learning_rate, lr_decay, batch_images, seed, augment,
-film_framing, from_scratch, multi_gpu, device. Defaults come from the app configuration.
+Request parameters (JSON body): from_scratch, recipe (for a training from scratch), epochs, batch, seed, set
+(changes to the recipe, as `spinecascade train --set` takes them: ["train.stages.lr_decay=0.7"] or
+{"train.stages.lr_decay": 0.7}), device, multi_gpu. A fine-tuning follows the served model's recipe's
+fine-tuning settings; the recipes are the library's (spinecascade.training.recipes), as on the command line.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -25,11 +28,13 @@ from monailabel.interfaces.tasks.train import TrainTask
 
 from lib.configs.landmarks import AppConfig, ConfigError, flag
 from lib.trainers.job import STATS_FILE, TrainError, TrainJob, TrainStatus, read_status, run_job, utc_now
-from spinecascade.method.augmentation import framing_pixels
+from spinecascade.errors import ModelFileError, SpineCascadeError
+from spinecascade.method.model_file import load_model
 
 log = logging.getLogger(__name__)
 
-_INT_PARAMS = ("epochs", "corner_epochs", "batch_images", "seed")
+# What MONAI Label itself puts into training requests (monailabel.utils.async_tasks, interfaces.utils.app).
+_MONAI_LABEL_KEYS = ("model", "bundle_path", "gpus", "local_rank")
 
 
 class VertebralLandmarksTrain(TrainTask):
@@ -40,12 +45,10 @@ class VertebralLandmarksTrain(TrainTask):
         self.studies = studies
 
     def config(self) -> dict[str, Any]:
-        """What a client may change; shown in /info and offered by MONAI Label clients."""
-        defaults = self.app_config.train
-        return {"epochs": defaults.epochs, "learning_rate": defaults.learning_rate, "lr_decay": defaults.lr_decay,
-                "batch_images": defaults.batch_images, "augment": defaults.augment,
-                "film_framing": defaults.film_framing, "from_scratch": False,
-                "multi_gpu": True, "gpus": "all"}
+        """What a client may change, with its defaults (None: the recipe's); shown in /info, and merged by MONAI
+        Label into every request."""
+        return {"from_scratch": False, "recipe": self.app_config.recipe, "epochs": None, "batch": None,
+                "seed": None, "set": [], "device": self.app_config.device, "multi_gpu": True}
 
     def stats(self) -> dict[str, Any]:
         return read_status(self.app_config.model_path.parent / STATS_FILE)
@@ -64,44 +67,48 @@ class VertebralLandmarksTrain(TrainTask):
 
     def job(self, request: dict[str, Any], datastore: Datastore) -> TrainJob:
         """The run a request asks for, checked before any work starts."""
-        defaults = self.app_config.train
+        known = {*_MONAI_LABEL_KEYS, *self.config()}
+        unknown = sorted(set(request) - known)
+        if unknown:
+            raise TrainError(f"unknown training parameter(s) {', '.join(unknown)}; this server takes "
+                             f"{', '.join(sorted(set(self.config())))}; other settings go in set, e.g. "
+                             '{"set": ["train.stages.lr_decay=0.7"]}')
         from_scratch = flag(request.get("from_scratch", False), "from_scratch")
-        train: dict[str, Any] = {
-            "epochs": defaults.scratch_epochs if from_scratch else defaults.epochs,
-            "learning_rate": defaults.scratch_learning_rate if from_scratch else defaults.learning_rate,
-            "lr_decay": defaults.scratch_lr_decay if from_scratch else defaults.lr_decay,
-            "batch_images": defaults.batch_images,
-            "augment": flag(request.get("augment", defaults.augment), "augment"),
-        }
-        for key in (*_INT_PARAMS, "learning_rate", "lr_decay"):
-            if request.get(key) is not None:
-                train[key] = _number(request[key], key, int if key in _INT_PARAMS else float)
-        if train["lr_decay"] > 1:
-            raise TrainError(f"lr_decay {request['lr_decay']!r}: must be at most 1")
-        train["film_framing"] = self._film_framing(request, train["augment"])
         device = request.get("device") or self.app_config.device
         if device is not None and str(device).split(":")[0] not in ("cpu", "cuda"):
             raise TrainError(f"device {device!r}: expected cpu, cuda or cuda:N")
         samples = [{"name": Path(item["image"]).name, "image": item["image"], "label": item["label"]}
                    for item in datastore.datalist()]
-        if from_scratch and len(samples) < defaults.min_scratch_images:
-            raise TrainError(f"training from scratch needs at least {defaults.min_scratch_images} final labels; "
-                             f"the datastore has {len(samples)}. Fine-tune the current model instead.")
-        return TrainJob(model_path=str(self.app_config.model_path), samples=samples, from_scratch=from_scratch,
-                        train=train, device=device, threads=self.app_config.threads, studies=self.studies)
-
-    def _film_framing(self, request: dict[str, Any], augment: bool) -> float:
-        """The configured framing goes with the warps; asked for without them it would do nothing, so it is refused."""
-        if request.get("film_framing") is None:
-            return self.app_config.train.film_framing if augment else 0.0
+        if from_scratch and len(samples) < self.app_config.min_scratch_images:
+            raise TrainError(f"training from scratch needs at least {self.app_config.min_scratch_images} final "
+                             f"labels; the datastore has {len(samples)}. Fine-tune the current model instead.")
+        job = TrainJob(model_path=str(self.app_config.model_path), samples=samples, from_scratch=from_scratch,
+                       recipe=self._recipe(request, from_scratch), settings=_settings(request.get("set")),
+                       epochs=_optional_int(request, "epochs"), batch=_optional_int(request, "batch"),
+                       seed=_optional_int(request, "seed", low=0), device=device, threads=self.app_config.threads,
+                       studies=self.studies)
         try:
-            pixels = framing_pixels(request["film_framing"])
-        except ValueError as exc:
-            raise TrainError(f"film_framing: {exc}") from None
-        if pixels and not augment:
-            raise TrainError(f"film_framing {request['film_framing']!r}: the framing is one of the warps; it needs "
-                             "augment true")
-        return pixels
+            job.resolved()
+        except SpineCascadeError as exc:
+            raise TrainError(str(exc)) from None
+        return job
+
+    def _recipe(self, request: dict[str, Any], from_scratch: bool) -> str:
+        """From scratch: the request's recipe, else the app's, else the served model's; a fine-tuning: the served
+        model's (its file names it)."""
+        asked = request.get("recipe") or None
+        if from_scratch and (asked or self.app_config.recipe):
+            return str(asked or self.app_config.recipe)
+        try:
+            served = load_model(self.app_config.model_path)[1].get("recipe")
+        except ModelFileError as exc:
+            if not from_scratch:
+                raise TrainError(f"cannot fine-tune: {exc}") from None
+            served = None
+        if not from_scratch and asked and asked != served:
+            raise TrainError(f"recipe {asked!r}: a fine-tuning follows the served model's recipe ({served}); train "
+                             "from scratch (from_scratch: true) to change it")
+        return served or "shipped"
 
     def _run_torchrun(self, job: TrainJob, gpus: int) -> dict[str, Any]:
         work = self.app_config.model_path.parent
@@ -120,13 +127,27 @@ class VertebralLandmarksTrain(TrainTask):
         return self.stats()
 
 
-def _number(value: Any, key: str, kind: type[int] | type[float]) -> int | float:
-    if isinstance(value, bool):
-        raise TrainError(f"{key} {value!r}: expected a number")
+def _optional_int(request: dict[str, Any], key: str, low: int = 1) -> int | None:
+    value = request.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise TrainError(f"{key} {value!r}: expected a whole number")
     try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise TrainError(f"{key} {value!r}: expected {'an integer' if kind is int else 'a number'}") from None
-    if number < 0 or (number == 0 and key != "seed"):
-        raise TrainError(f"{key} {value!r}: must be positive")
+        number = int(value)
+    except ValueError:
+        raise TrainError(f"{key} {value!r}: expected a whole number") from None
+    if number < low:
+        raise TrainError(f"{key} {value!r}: must be at least {low}")
     return number
+
+
+def _settings(value: Any) -> list[str]:
+    """`set` as a list of "field=value" strings or a {field: value} object, in `--set`'s form."""
+    if value in (None, "", []):
+        return []
+    if isinstance(value, dict):
+        return [f"{k}={json.dumps(v)}" for k, v in value.items()]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise TrainError(f"set {value!r}: expected a list of \"field=value\" strings or an object of settings")

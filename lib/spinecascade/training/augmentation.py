@@ -15,19 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-MAX_FRAMING = 170.0  # a quarter of the 680-px film: the spine (about 87 % of it) still fits between the edges
-
-
-def framing_pixels(value: object) -> float:
-    """A framing range as given on the command line or in a request, refused outside [0, MAX_FRAMING]."""
-    try:
-        pixels = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"{value!r} is not a number of pixels") from None
-    if isinstance(value, bool) or not 0 <= pixels <= MAX_FRAMING:
-        raise ValueError(f"{value!r} is not in [0, {MAX_FRAMING:g}] (pixels of the 680-px image)")
-    return pixels
-
 
 @dataclass(frozen=True)
 class WarpConfig:
