@@ -9,7 +9,7 @@ STUDIES ?= apps/scoliosis/sample_studies
 THREADS ?= 2
 MODEL ?=
 
-.PHONY: setup test lint serve benchmark benchmark-server clean
+.PHONY: setup test lint serve benchmark benchmark-server orthanc clean
 
 $(VENV)/.installed: pyproject.toml requirements/server.txt requirements/monailabel.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,19 @@ serve: setup
 benchmark-server: setup
 	OMP_NUM_THREADS=$(THREADS) $(PY) apps/scoliosis/benchmark.py --threads $(THREADS) $(if $(MODEL),--model "$(MODEL)")
 
+# A local PACS to try the DICOMweb mode: Orthanc with DICOMweb on 127.0.0.1:$(ORTHANC_PORT) holding the sample films
+# as DICOM DX (Ctrl-C stops it); installs the Debian packages orthanc and orthanc-dicomweb when missing (as root).
+ORTHANC_PORT ?= 8042
+orthanc: setup
+	@if ! command -v Orthanc >/dev/null || [ ! -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update && apt-get install -y orthanc orthanc-dicomweb; \
+		else echo "Orthanc is missing: sudo apt-get install orthanc orthanc-dicomweb" >&2; exit 1; fi; \
+	fi
+	$(PY) apps/scoliosis/tools/local_pacs.py --port $(ORTHANC_PORT)
+
 benchmark: setup
-	$(VENV)/bin/spinecascade benchmark
+	$(VENV)/bin/spinecascade benchmark --images $(STUDIES) --threads $(THREADS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

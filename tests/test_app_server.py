@@ -277,7 +277,8 @@ def test_model_can_be_downloaded_but_not_overwritten(scoliosis_server: Server):
 # --- active learning -------------------------------------------------------------------------------------
 
 
-def test_scoring_caches_uncertainty_and_the_strategy_picks_the_highest(scoliosis_server: Server):
+def test_scoring_caches_the_flag_and_uncertainty_and_the_strategy_picks_flagged_then_highest(
+        scoliosis_server: Server):
     server = scoliosis_server
     assert server.request("POST", "/scoring/landmark_uncertainty").status_code == 200
     server.wait_for("scoring", lambda: server.request("GET", "/scoring/").json()["status"] in FINISHED)
@@ -288,10 +289,10 @@ def test_scoring_caches_uncertainty_and_the_strategy_picks_the_highest(scoliosis
     for image_id in unlabelled:
         entry = server.request("GET", "/datastore/image/info", params={"image": image_id}).json()
         assert entry["landmark_uncertainty"]["model"] == current
-        scores[image_id] = entry["landmark_uncertainty"]["value"]
+        scores[image_id] = (entry["landmark_uncertainty"]["review_needed"], entry["landmark_uncertainty"]["value"])
     chosen = server.request("POST", "/activelearning/landmark_uncertainty").json()
     assert chosen["id"] == max(scores, key=scores.__getitem__)
-    assert chosen["uncertainty"] == pytest.approx(max(scores.values()))
+    assert (chosen["review_needed"], chosen["uncertainty"]) == pytest.approx(max(scores.values()))
     assert chosen["not_scored_yet"] == 0
     for strategy in ("random", "first"):
         assert server.request("POST", f"/activelearning/{strategy}").json()["id"] in unlabelled
@@ -307,7 +308,7 @@ def _train_status(server: Server) -> str:
 def test_training_publishes_a_model_that_inference_uses_at_once(scoliosis_server: Server):
     server = scoliosis_server
     before = version(server.model)
-    response = server.request("POST", f"/train/{TASK}", json={"epochs": 1, "lr_decay": 0.7})
+    response = server.request("POST", f"/train/{TASK}", json={"epochs": 1, "set": ["train.stages.lr_decay=0.7"]})
     assert response.status_code == 200, response.text
     server.wait_for("training", lambda: _train_status(server) in FINISHED, every=2.0)
     stats = server.request("GET", "/info/").json()["train_stats"][TASK]
@@ -319,9 +320,10 @@ def test_training_publishes_a_model_that_inference_uses_at_once(scoliosis_server
     assert after != before and stats["model_version"] == after and stats["previous_version"] == before
     assert version(Path(stats["previous_model"])) == before
     assert server.infer("spine-0").json()["model"]["version"] == after
-    trained = load_model(server.model)[1]["train"]
-    # The app's defaults (the shipped recipe's warps and framing), and the request's decay.
-    assert (trained["augment"], trained["film_framing"], trained["lr_decay"]) == (True, 40, 0.7)
+    info = load_model(server.model)[1]
+    # The served model's recipe's fine-tuning settings, with the request's epochs and decay.
+    assert info["recipe"] == "small" and info["train"]["finetuned_from"] == before
+    assert (info["train"]["stages"]["epochs"], info["train"]["stages"]["lr_decay"]) == (1, 0.7)
 
 
 def test_stopped_training_leaves_the_model_alone(scoliosis_server: Server):
@@ -337,9 +339,10 @@ def test_stopped_training_leaves_the_model_alone(scoliosis_server: Server):
 
 @pytest.mark.parametrize(("request_body", "message"), [
     ({"from_scratch": True}, "at least 20 final labels"),
-    ({"lr_decay": 2}, "lr_decay 2: must be at most 1"),
-    ({"film_framing": 400}, "film_framing: 400 is not in [0, 170]"),
-    ({"augment": False, "film_framing": 20}, "film_framing 20: the framing is one of the warps; it needs augment"),
+    ({"lr_decay": 0.5}, "unknown training parameter(s) lr_decay"),
+    ({"set": ["train.stages.lr_decay=2"]}, "stages.lr_decay 2: expected a number in (0, 1]"),
+    ({"set": {"train.film_start.framing": 400}}, "film_start.framing 400: expected a number in [0, 170]"),
+    ({"epochs": "many"}, "epochs 'many': expected a whole number"),
 ])
 def test_training_refuses_what_it_cannot_do(scoliosis_server: Server, request_body: dict, message: str):
     server = scoliosis_server

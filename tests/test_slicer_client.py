@@ -150,6 +150,13 @@ def test_info_lists_models_strategies_and_trainers(server):
     assert list(info.models) == ["vertebral_landmarks"]
     assert info.strategies == ("landmark_uncertainty", "random")
     assert info.trainers == ("vertebral_landmarks",)
+    assert info.train_stats == {}
+    stats = {"status": "RUNNING", "stages_done": 1, "stages_total": 6}
+    server.routes[("GET", "/info/")] = json_reply({**INFO, "train_stats": {"vertebral_landmarks": stats}})
+    assert MonaiLabelClient(server.url).info().train_stats == {"vertebral_landmarks": stats}
+    server.routes[("GET", "/info/")] = json_reply({**INFO, "train_stats": ["RUNNING"]})
+    with pytest.raises(ServerError, match="'train_stats' that is not an object"):
+        MonaiLabelClient(server.url).info()
 
 
 def test_infer_by_id_and_by_upload(server):
@@ -263,6 +270,46 @@ def test_connect_picks_the_landmark_model(server, slicer_parts):
     server.routes[("GET", "/info/")] = json_reply({**INFO, "models": {}})
     with pytest.raises(ServerError, match="no models"):
         logic_module.SpineCascadeLogic(scene).connect(server.url)
+
+
+@needs_slicer
+def test_connect_uses_and_stores_the_settings_of_the_scene(server, slicer_parts):
+    scene, logic_module, _ = slicer_parts
+    models = {"vertebral_landmarks": {}, "vertebral_landmarks_v2": {}}
+    server.routes[("GET", "/info/")] = json_reply({**INFO, "models": models})
+    logic = logic_module.SpineCascadeLogic(scene)
+    parameters = logic.parameters
+    parameters.server_url = server.url.removeprefix("http://") + "/"
+    parameters.model, parameters.strategy = "vertebral_landmarks_v2", "random"
+    logic.connect()  # no address given: the scene's
+    assert parameters.server_url == server.url == logic.client.url  # stored as the client normalised it
+    assert (logic.model, logic.strategy) == ("vertebral_landmarks_v2", "random")  # offered, so kept
+
+    server.routes[("GET", "/info/")] = json_reply({**INFO, "strategies": {"first": {}}})
+    logic.connect()
+    assert (logic.model, logic.strategy) == ("vertebral_landmarks", "first")  # not offered: default, else first
+
+    parameters.server_url = f"127.0.0.1:{closed_port()}"
+    with pytest.raises(ServerError, match="cannot reach"):
+        logic.connect()
+    assert logic.client.url == server.url  # the working client is kept
+
+
+@needs_slicer
+def test_training_progress_over_http(server, slicer_parts):
+    scene, logic_module, _ = slicer_parts
+    stats = {"status": "RUNNING", "stage": "centres-2", "epoch": 4, "loss": 0.5, "stages_done": 3, "stages_total": 4}
+    server.routes[("GET", "/info/")] = json_reply({**INFO, "train_stats": {"vertebral_landmarks": stats}})
+    server.routes[("GET", "/train/")] = json_reply({"status": "RUNNING", "details": ["epoch 1/8"]})
+    server.routes[("POST", "/train/vertebral_landmarks")] = json_reply({"id": "task-1", "status": "SUBMITTED"})
+    logic = logic_module.SpineCascadeLogic(scene)
+    logic.connect(server.url)
+    status = logic.start_training()
+    assert (status.state, status.fraction, status.running) == ("RUNNING", 0.75, True)
+    assert status.message == "stage centres-2, epoch 4, loss 0.5, 3 of 4 stages done"
+    server.routes[("GET", "/train/")] = json_reply({"detail": "No Train Tasks Found"}, 404)
+    server.routes[("GET", "/info/")] = json_reply(INFO)
+    assert logic.training_status().state == "NONE"
 
 
 @needs_slicer

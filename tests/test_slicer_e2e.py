@@ -7,6 +7,7 @@ studies with a small model trained by the tests. Skipped when slicer-core is mis
 from __future__ import annotations
 
 import importlib
+import time
 
 import numpy as np
 import pytest
@@ -62,6 +63,10 @@ def test_next_image_auto_landmark_correct_submit_and_read_back(logic):
         assert answer["cobb"][angle.name]["degrees"] == pytest.approx(angle.degrees, abs=1e-5)
         assert answer["cobb"][angle.name]["upper_vertebra"] == angle.end_vertebrae[0]
     assert annotation.uncertainty is not None and annotation.uncertainty.shape == (68,)
+    # The review flag as the server sends it (none from a server without a quality check).
+    quality = answer.get("quality") or {}
+    assert annotation.quality.flagged == set(quality.get("flagged_landmarks", []))
+    assert bool(annotation.review_banner()) == bool(quality.get("review_needed"))
 
     k = point_names().index("L3 top-left")
     moved = move(annotation, k, (6.5, -4.0))
@@ -91,3 +96,23 @@ def test_a_local_image_is_uploaded_for_inference_and_for_its_label(logic):
     stored = label_from_json_dict(logic.client.get_label(image_id))
     np.testing.assert_allclose(stored.landmarks, moved, atol=1e-9)
     assert (stored.width, stored.height) == (width, height)
+
+
+def test_training_progress_follows_the_trainers_status(logic):
+    """Last in this file: the run publishes a new model. One epoch per stage keeps it short."""
+    logic.client.start_training(logic.model, {"epochs": 1})
+    seen = []
+    deadline = time.monotonic() + 400
+    while True:
+        status = logic.training_status()
+        seen.append(status)
+        if not status.running:
+            break
+        assert time.monotonic() < deadline, f"training still running: {status}"
+        time.sleep(0.5)
+    assert (status.state, status.fraction) == ("DONE", 1.0), status
+    assert status.message.startswith("finished after") and "new model" in status.message
+    stats = logic.info.train_stats[logic.model]
+    assert stats["stages_done"] == stats["stages_total"] > 0
+    fractions = [s.fraction for s in seen if s.fraction is not None]
+    assert fractions == sorted(fractions)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ geometry = importlib.import_module("SpineCascadeLib.geometry")
 imaging = importlib.import_module("SpineCascadeLib.imaging")
 markups = importlib.import_module("SpineCascadeLib.markups")
 logic_module = importlib.import_module("SpineCascadeLib.logic")
+parameters_module = importlib.import_module("SpineCascadeLib.parameters")
 testdata = importlib.import_module("SpineCascadeLib.testdata")
 
 from spinecascade.errors import LabelError  # noqa: E402
@@ -282,9 +284,11 @@ def test_display_toggles(scene, volume, answer):
     logic.set_display(logic_module.DisplayOptions(corners=False, lines=False, labels=True))
     display = annotation.points.GetDisplayNode()
     assert not display.GetVisibility() and display.GetPointLabelsVisibility()
+    assert not annotation.flagged_points.GetDisplayNode().GetVisibility()
     assert not any(line.GetDisplayNode().GetVisibility() for pair in annotation.lines.values() for line in pair)
     logic.set_display(logic_module.DisplayOptions())
     assert display.GetVisibility() and not display.GetPointLabelsVisibility()
+    assert annotation.flagged_points.GetDisplayNode().GetVisibility()
     assert all(line.GetDisplayNode().GetVisibility() for pair in annotation.lines.values() for line in pair)
 
 
@@ -300,6 +304,7 @@ def test_a_new_answer_replaces_the_old_nodes(scene, volume, answer):
 
 
 def bad_answers(answer: dict) -> dict[str, dict]:
+    flags = {"review_needed": True, "reasons": ["x"], "flagged_landmarks": [0]}
     missing_point = {**answer, "landmarks": answer["landmarks"][:-1]}
     wrong_size = {**answer, "image": {**answer["image"], "width": WIDTH * 2}}
     short_uncertainty = {**answer, "uncertainty": {"unit": "pixel", "per_landmark": [1.0] * 10}}
@@ -311,10 +316,17 @@ def bad_answers(answer: dict) -> dict[str, dict]:
         "short uncertainty": short_uncertainty,
         "text coordinate": nan_point,
         "not a label": {"detail": "model not loaded"},
+        "quality not an object": {**answer, "quality": ["review"]},
+        "review flag a text": {**answer, "quality": {**flags, "review_needed": "yes"}},
+        "reasons not texts": {**answer, "quality": {**flags, "reasons": [3]}},
+        "flagged point 68": {**answer, "quality": {**flags, "flagged_landmarks": [5, 68]}},
     }
 
 
-BAD_ANSWERS = ["missing point", "wrong image size", "short uncertainty", "text coordinate", "not a label"]
+BAD_ANSWERS = [
+    "missing point", "wrong image size", "short uncertainty", "text coordinate", "not a label",
+    "quality not an object", "review flag a text", "reasons not texts", "flagged point 68",
+]
 
 
 @pytest.mark.parametrize("case", BAD_ANSWERS)
@@ -403,22 +415,238 @@ def test_an_incomplete_mrk_json_changes_nothing(scene, volume, answer, tmp_path)
     assert scene_content(scene) == before
 
 
+# ---------------------------------------------------------------------- the review flag (quality)
+
+
+def flagged_answer(answer: dict, flagged: list[int], review: bool = True, reasons: list[str] | None = None) -> dict:
+    reasons = ["T12-L1 spacing is implausible.", "landmarks near the film edge"] if reasons is None else reasons
+    return {**answer, "quality": {"review_needed": review, "reasons": reasons, "flagged_landmarks": flagged}}
+
+
+def ring_labels(annotation) -> list[str]:
+    rings = annotation.flagged_points
+    return [rings.GetNthControlPointLabel(i) for i in range(rings.GetNumberOfControlPoints())]
+
+
+def test_flagged_points_are_ringed_in_the_warning_colour_and_the_banner_says_why(scene, volume, answer):
+    annotation = logic_module.SpineCascadeLogic(scene).apply_answer(volume, flagged_answer(answer, [45, 3]))
+    assert annotation.quality.review_needed and annotation.quality.flagged == {3, 45}
+    assert ring_labels(annotation) == ["T1 bottom-right", "T12 top-right"]
+    rings = annotation.flagged_points
+    for i, k in enumerate((3, 45)):  # each ring sits on its landmark's point
+        assert rings.GetNthControlPointPosition(i) == pytest.approx(annotation.points.GetNthControlPointPosition(k))
+    display = rings.GetDisplayNode()
+    assert rings.GetLocked() and display.GetGlyphType() == slicer.vtkMRMLMarkupsDisplayNode.Circle2D
+    assert display.GetColor() == pytest.approx(markups.WARNING_COLOUR)
+    assert display.GetSelectedColor() == pytest.approx(markups.WARNING_COLOUR)
+    assert rings.GetTransformNodeID() == annotation.points.GetTransformNodeID()
+    assert annotation.review_banner() == (
+        "Review needed: T12-L1 spacing is implausible; landmarks near the film edge.\n"
+        "Flagged points to check (red rings): T1 bottom-right, T12 top-right."
+    )
+
+
+def test_moving_a_flagged_point_removes_its_ring(scene, volume, landmarks, answer):
+    annotation = logic_module.SpineCascadeLogic(scene).apply_answer(volume, flagged_answer(answer, [3, 45]))
+    for k in (3, 45):
+        vertebra, corner = divmod(k, 4)
+        position = geometry.pixels_to_ras(volume, landmarks[vertebra, corner] + (2.0, 1.0))[0]
+        annotation.points.SetNthControlPointPosition(k, *position)
+        if k == 3:
+            assert ring_labels(annotation) == ["T12 top-right"]
+            assert annotation.review_banner().endswith("(red rings): T12 top-right.")
+    assert ring_labels(annotation) == []
+    assert annotation.review_banner().endswith("All 2 flagged points have been moved.")
+    assert annotation.review_banner().startswith("Review needed: T12-L1 spacing")
+
+
+def test_many_flagged_points_are_counted_in_the_banner(scene, volume, answer):
+    doc = flagged_answer(answer, list(range(12)), reasons=[])
+    annotation = logic_module.SpineCascadeLogic(scene).apply_answer(volume, doc)
+    assert annotation.review_banner() == (
+        "Review needed: the server flagged this prediction.\nFlagged points to check (red rings): 12 points."
+    )
+    assert len(ring_labels(annotation)) == 12
+
+
+@pytest.mark.parametrize("quality", [None, {"review_needed": False, "reasons": [], "flagged_landmarks": []}])
+def test_a_prediction_without_a_review_flag_shows_no_banner_and_no_rings(scene, volume, answer, quality):
+    """An older server sends no `quality` at all: nothing is flagged."""
+    doc = dict(answer) if quality is None else {**answer, "quality": quality}
+    annotation = logic_module.SpineCascadeLogic(scene).apply_answer(volume, doc)
+    assert annotation.quality == logic_module.Quality()
+    assert annotation.review_banner() == "" and ring_labels(annotation) == []
+
+
+def test_points_flagged_without_a_review_are_ringed_but_raise_no_banner(scene, volume, answer):
+    annotation = logic_module.SpineCascadeLogic(scene).apply_answer(volume, flagged_answer(answer, [7], review=False))
+    assert annotation.review_banner() == "" and ring_labels(annotation) == ["T2 bottom-right"]
+
+
+def test_the_rings_go_with_the_landmarks(scene, volume, answer):
+    logic = logic_module.SpineCascadeLogic(scene)
+    logic.apply_answer(volume, flagged_answer(answer, [1, 2]))
+    once = scene_content(scene)
+    assert ("vtkMRMLMarkupsFiducialNode", "example flagged points") in once
+    logic.apply_answer(volume, answer)
+    assert scene_content(scene) == once and ring_labels(logic.annotation(volume)) == []
+    logic.forget(volume)
+    assert not scene.GetNodesByName("example flagged points").GetNumberOfItems()
+
+
+# ---------------------------------------------------------------------- settings in the parameter node
+
+
+SETTINGS = {
+    "server_url": "http://pacs-gateway:8123",
+    "model": "vertebral_landmarks_v2",
+    "strategy": "random",
+    "threshold": 35.5,
+    "display": logic_module.DisplayOptions(corners=False, lines=True, labels=True),
+}
+
+
+def save_and_load(scene, path) -> object:
+    """A new scene loaded from `scene` saved as `path`: a .mrml scene file, or a .mrb bundle with the data."""
+    loaded = slicer.vtkMRMLScene()
+    if str(path).endswith(".mrb"):
+        bundle = path.parent / "bundle"
+        bundle.mkdir()
+        saver = slicer.vtkMRMLApplicationLogic()
+        saver.SetMRMLScene(scene)
+        assert saver.SaveSceneToSlicerDataBundleDirectory(str(bundle)) and saver.Zip(str(path), str(bundle))
+        opener = slicer.vtkMRMLApplicationLogic()
+        opener.SetMRMLScene(loaded)
+        unpacked = path.parent / "unpacked"
+        unpacked.mkdir()
+        assert opener.OpenSlicerDataBundle(str(path), str(unpacked))
+    else:
+        scene.SetRootDirectory(str(path.parent))
+        scene.SetURL(str(path))
+        assert scene.Commit()
+        loaded.SetURL(str(path))
+        assert loaded.Connect()
+    return loaded
+
+
+@pytest.mark.parametrize("file_name", ["settings.mrml", "settings.mrb"])
+def test_settings_survive_saving_and_loading_the_scene(scene, tmp_path, file_name):
+    volume = testdata.add_example_volume(scene, WIDTH, HEIGHT, name="film 7")
+    logic = logic_module.SpineCascadeLogic(scene)
+    parameters = logic.parameters
+    for name, value in SETTINGS.items():
+        setattr(parameters, name, value)
+    parameters.xray = volume
+
+    loaded = save_and_load(scene, tmp_path / file_name)
+    assert os.path.getsize(tmp_path / file_name) > 0
+    node = loaded.GetSingletonNode("SpineCascade", "vtkMRMLScriptedModuleNode")
+    assert node is not None and node.GetAttribute("ModuleName") == "SpineCascade"
+    restored = logic_module.SpineCascadeLogic(loaded)
+    assert {name: getattr(restored.parameters, name) for name in SETTINGS} == SETTINGS
+    assert (restored.model, restored.strategy, restored.threshold) == ("vertebral_landmarks_v2", "random", 35.5)
+    assert restored.parameters.xray.GetName() == "film 7"
+    if file_name.endswith(".mrb"):  # the bundle carries the X-ray's pixels too
+        assert geometry.image_size(restored.parameters.xray) == (WIDTH, HEIGHT)
+
+
+def test_landmarks_placed_in_a_loaded_scene_follow_its_settings(scene, tmp_path, answer):
+    logic = logic_module.SpineCascadeLogic(scene)
+    logic.set_threshold(30.0)
+    logic.set_display(logic_module.DisplayOptions(corners=True, lines=False, labels=True))
+    loaded = save_and_load(scene, tmp_path / "settings.mrml")
+    loaded.AddNode(slicer.vtkMRMLSelectionNode())
+    volume = testdata.add_example_volume(loaded, WIDTH, HEIGHT)
+    annotation = logic_module.SpineCascadeLogic(loaded).apply_answer(volume, answer)
+    selected = np.array([annotation.points.GetNthControlPointSelected(i) for i in range(68)], dtype=bool)
+    np.testing.assert_array_equal(selected, testdata.example_uncertainty() <= 30.0)
+    assert annotation.points.GetDisplayNode().GetPointLabelsVisibility()
+    assert not any(line.GetDisplayNode().GetVisibility() for line in annotation.lines["PT"])
+
+
+def test_the_logic_applies_whatever_changes_the_parameter_node(scene, volume, answer, tmp_path):
+    """A script, the widget or a scene loaded on top: the logic redraws from the node, never from a copy."""
+    logic = logic_module.SpineCascadeLogic(scene)
+    annotation = logic.apply_answer(volume, answer)
+    node = scene.GetSingletonNode("SpineCascade", "vtkMRMLScriptedModuleNode")
+    assert node is logic.parameter_node()
+    node.SetParameter("UncertaintyThresholdPx", "100")
+    assert logic.threshold == 100.0
+    assert all(annotation.points.GetNthControlPointSelected(i) for i in range(68))
+    node.SetParameter("ShowCorners", "false")
+    assert not annotation.points.GetDisplayNode().GetVisibility()
+
+    other = slicer.vtkMRMLScene()
+    logic_module.SpineCascadeLogic(other).set_threshold(0.5)
+    save_and_load(other, tmp_path / "strict.mrml")
+    scene.SetURL(str(tmp_path / "strict.mrml"))
+    assert scene.Import()  # the scene's singleton parameter node takes the file's values
+    assert logic.threshold == 0.5
+    assert not any(annotation.points.GetNthControlPointSelected(i) for i in range(68))
+
+
+def test_missing_or_unreadable_settings_read_as_defaults(scene):
+    logic = logic_module.SpineCascadeLogic(scene)
+    defaults = (logic.model, logic.strategy, logic.threshold, logic.display, logic.parameters.server_url)
+    assert defaults == ("vertebral_landmarks", "landmark_uncertainty", 20.0, logic_module.DisplayOptions(),
+                        "http://127.0.0.1:8000")
+    node = logic.parameter_node()
+    node.SetParameter("UncertaintyThresholdPx", "a lot")
+    node.SetParameter("ShowLines", "perhaps")
+    assert logic.threshold == 20.0 and logic.display.lines
+    node.SetParameter("UncertaintyThresholdPx", "-3")
+    assert logic.threshold == 20.0
+    with pytest.raises(ValueError, match="threshold"):
+        logic.set_threshold(float("nan"))
+    logic.set_threshold(42.0)
+    scene.Clear(0)  # closing the scene resets the settings, and the node is found again under its module's name
+    assert logic.threshold == 20.0
+    assert logic.parameter_node().GetAttribute("ModuleName") == "SpineCascade"
+    assert scene.GetNumberOfNodesByClass("vtkMRMLScriptedModuleNode") == 1
+
+
 # ---------------------------------------------------------------------- training status
 
 
+def trainer_status(status: str = "RUNNING", **fields) -> dict:
+    """What the app's trainer publishes under GET /info/ train_stats (apps/scoliosis/lib/trainers/job.py)."""
+    return {"status": status, "pid": 4321, "start_ts": "2026-01-01T10:00:00Z", "mode": "fine-tune",
+            "labelled_images": 12, **fields}
+
+
+RUNNING = trainer_status(images=12, stages_done=2, stages_total=6, stage="corners-1", epoch=3, loss=0.01234)
+FINISHED = trainer_status("DONE", stages_done=6, stages_total=6, model_version="0123456789ab")
+
+
 @pytest.mark.parametrize(
-    ("task", "state", "fraction", "running"),
+    ("stats", "task", "expected"),
     [
-        (None, "NONE", None, False),
-        ({"status": "RUNNING", "details": ["loading", "epoch 3/8"]}, "RUNNING", 3 / 8, True),
-        ({"status": "RUNNING", "details": ["stage 2/6 epoch 3/8", "saving"]}, "RUNNING", (1 + 3 / 8) / 6, True),
-        ({"status": "RUNNING", "details": ["training: corners done (3 of 6 stages): MSE 1e-3"]}, "RUNNING", 0.5, True),
-        ({"status": "RUNNING", "details": ["training: corners-1, epoch 3: loss 0.1"]}, "RUNNING", None, True),
-        ({"status": "RUNNING", "details": []}, "RUNNING", None, True),
-        ({"status": "DONE", "details": ["saved model"]}, "DONE", 1.0, False),
-        ({"status": "ERROR", "details": ["Traceback ..."]}, "ERROR", None, False),
+        (None, None, ("NONE", None, "the server has not trained yet")),
+        ({}, None, ("NONE", None, "the server has not trained yet")),
+        (RUNNING, {"status": "RUNNING"},
+         ("RUNNING", 2 / 6, "stage corners-1, epoch 3, loss 0.01234, 2 of 6 stages done")),
+        (trainer_status(images=12, stages_done=0, stages_total=6), {"status": "RUNNING"},
+         ("RUNNING", 0.0, "0 of 6 stages done")),
+        (trainer_status(), {"status": "RUNNING"}, ("RUNNING", None, "preparing the labelled images")),
+        # Submitted or just started: the trainer's status is still the previous run's.
+        (FINISHED, {"status": "SUBMITTED"}, ("SUBMITTED", None, "starting")),
+        (FINISHED, {"status": "RUNNING"}, ("RUNNING", None, "starting")),
+        # The log's wording is not read: only the structured status counts.
+        (None, {"status": "RUNNING", "details": ["stage 2/6 epoch 3/8"]}, ("RUNNING", None, "starting")),
+        (trainer_status("DONE", stages_done=6, stages_total=6, model_version="0123456789ab", seconds=81.5),
+         {"status": "DONE"}, ("DONE", 1.0, "finished after 81.5 s: new model 0123456789ab")),
+        (trainer_status("DONE", model_version="0123456789ab"), None, ("DONE", 1.0, "finished: new model 0123456789ab")),
+        (trainer_status("ERROR", message="no images with final labels in the datastore"), {"status": "ERROR"},
+         ("ERROR", None, "no images with final labels in the datastore")),
+        (trainer_status("DONE", model_version="0123456789ab"), {"status": "ERROR", "details": ["ImportError: torch"]},
+         ("ERROR", None, "ImportError: torch")),
+        (trainer_status("STOPPED", message="stopped with DELETE /train"), {"status": "STOPPED"},
+         ("STOPPED", None, "stopped with DELETE /train")),
+        (trainer_status(stages_done="2", stages_total=None), {"status": "RUNNING"},
+         ("RUNNING", None, "preparing the labelled images")),
     ],
 )
-def test_training_status(task, state, fraction, running):
-    status = logic_module.TrainingStatus.from_task(task)
-    assert (status.state, status.fraction, status.running) == (state, fraction, running)
+def test_training_progress_comes_from_the_structured_status(stats, task, expected):
+    status = logic_module.TrainingStatus.from_server(stats, task)
+    assert (status.state, status.fraction, status.message) == expected
+    assert status.running == (expected[0] in ("SUBMITTED", "RUNNING"))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,22 +27,38 @@ from monailabel.tasks.activelearning.random import Random
 
 import spinecascade
 from lib.activelearning.uncertainty import LandmarkUncertainty
+from lib.configs.dicomweb import DicomWebConfig
 from lib.configs.landmarks import SCORING, STRATEGY, TASK, AppConfig
 from lib.datastore import LandmarkDatastore
+from lib.datastores.dicomweb import DicomWebLandmarkDatastore
 from lib.infers.landmarks import IMAGE_ID, VertebralLandmarks
 from lib.landmark_model import LandmarkModel
 from lib.scoring.uncertainty import LandmarkUncertaintyScoring
 from lib.trainers.landmarks import VertebralLandmarksTrain
 from spinecascade.errors import ModelFileError
+from spinecascade.io.atomic import atomic_path
 from spinecascade.landmarks import VERTEBRAE
+from spinecascade.method.model_file import shipped_model_path
 
 log = logging.getLogger(__name__)
+
+
+def _start_from_the_shipped_model(model_path: Path) -> None:
+    """The app's own model file (which training replaces) starts as a copy of the model the package ships."""
+    if model_path.is_file():
+        return
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(model_path) as temporary:
+        shutil.copyfile(shipped_model_path(), temporary)
+    log.info("copied the shipped model to %s", model_path)
 
 
 class ScoliosisApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
         self.app_config = AppConfig.from_conf(app_dir, conf or {})
         torch.set_num_threads(self.app_config.threads)
+        if not (conf or {}).get("model_path"):
+            _start_from_the_shipped_model(self.app_config.model_path)
         self.model = LandmarkModel(self.app_config.model_path, self.app_config.device)
         if not self.model.is_available():
             log.error("no model file at %s: inference is off until one is there (--conf model_path PATH)",
@@ -57,7 +75,9 @@ class ScoliosisApp(MONAILabelApp):
 
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):
-            return super().init_datastore()
+            # Ours, not MONAI Label's DICOMweb datastore: that one downloads the dcmqi tools at every start, lists
+            # CT and stores segmentations; this one lists radiographs and stores labels as DICOM SR.
+            return DicomWebLandmarkDatastore(DicomWebConfig.from_env(self.studies))
         return LandmarkDatastore(self.studies, auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
                                  read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
 

@@ -1,7 +1,9 @@
 """SpineCascade: vertebral corner landmarks and Cobb angles on spine X-rays, from a MONAI Label server.
 
 The scripted module's Qt side. All behaviour lives in SpineCascadeLib (logic without GUI, tested on real MRML
-outside Slicer); the widget here only wires buttons to it and shows what it reports.
+outside Slicer); the widget here only wires buttons to it and shows what it reports. The settings live in the
+scene's parameter node (SpineCascadeLib.parameters): the widget writes what the user changes there and shows
+what the node holds, so a loaded scene brings its settings back.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 import qt
 import slicer
 import SpineCascadeLib  # first: it makes the spinecascade library importable (see SpineCascadeLib.bootstrap)
+import vtk
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleTest,
@@ -25,17 +28,16 @@ from SpineCascadeLib import testdata
 from SpineCascadeLib.geometry import pixels_to_ras
 from SpineCascadeLib.logic import (
     IMAGE_ID_ATTRIBUTE,
-    DisplayOptions,
     SpineCascadeLogic,
     TrainingStatus,
 )
+from SpineCascadeLib.parameters import DEFAULT_SERVER, SERVER_URL, DisplayOptions
 
 from spinecascade.io.labels import label_from_json_dict
 from spinecascade.landmarks import point_names
 from spinecascade.measurement.cobb import cobb_angles
 
-SERVER_SETTING = "SpineCascade/ServerUrl"
-DEFAULT_SERVER = "http://127.0.0.1:8000"
+SERVER_SETTING = "SpineCascade/ServerUrl"  # the last server used, for new scenes
 TRAINING_POLL_MS = 2000
 
 __all__ = ["SpineCascade", "SpineCascadeLogic", "SpineCascadeTest", "SpineCascadeWidget"]
@@ -53,8 +55,10 @@ class SpineCascade(ScriptedLoadableModule):
         self.parent.helpText = (
             "Places the 68 vertebral corners (T1-L5) on a spine X-ray with the SpineCascade MONAI Label server, "
             "measures the PT, MT and TL Cobb angles (AASCE method) and keeps them up to date while you move "
-            "points. Orange points are ones the model is unsure of. Submit the corrected landmarks as the "
-            "image's label, fetch the next image to label, and retrain the model.<br>"
+            "points. Orange points are ones the model is unsure of; red rings mark points the server's quality "
+            "check flags, with the reasons in a banner. Submit the corrected landmarks as the "
+            "image's label, fetch the next image to label, and retrain the model. The settings are saved with "
+            "the scene.<br>"
             f"spinecascade library: {SpineCascadeLib.LIBRARY_PATH}"
         )
         self.parent.acknowledgementText = (
@@ -72,6 +76,8 @@ class SpineCascadeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic: SpineCascadeLogic | None = None
         self.ui: Any = None
         self.training_timer: Any = None
+        self.parameter_node: Any = None
+        self._showing_parameters = False
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -82,16 +88,15 @@ class SpineCascadeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.logic = SpineCascadeLogic(slicer.mrmlScene)
         self.logic.on_change = self.on_annotation_changed
-        self.ui.serverUrlLineEdit.text = qt.QSettings().value(SERVER_SETTING, DEFAULT_SERVER)
-        self.ui.uncertaintyThresholdSpinBox.value = self.logic.threshold
 
         self.ui.connectButton.connect("clicked(bool)", self.on_connect)
         self.ui.serverUrlLineEdit.connect("returnPressed()", self.on_connect)
+        self.ui.serverUrlLineEdit.connect("editingFinished()", self.update_parameter_node_from_gui)
         self.ui.volumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.on_volume_changed)
         self.ui.autoLandmarkButton.connect("clicked(bool)", self.on_auto_landmark)
-        self.ui.uncertaintyThresholdSpinBox.connect("valueChanged(double)", self.logic.set_threshold)
+        self.ui.uncertaintyThresholdSpinBox.connect("valueChanged(double)", self.update_parameter_node_from_gui)
         for box in (self.ui.showCornersCheckBox, self.ui.showLinesCheckBox, self.ui.showLabelsCheckBox):
-            box.connect("toggled(bool)", self.on_display_changed)
+            box.connect("toggled(bool)", self.update_parameter_node_from_gui)
         self.ui.loadMarkupsButton.connect("clicked(bool)", self.on_load_markups)
         self.ui.saveMarkupsButton.connect("clicked(bool)", self.on_save_markups)
         self.ui.submitButton.connect("clicked(bool)", self.on_submit)
@@ -102,8 +107,9 @@ class SpineCascadeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.training_timer.setInterval(TRAINING_POLL_MS)
         self.training_timer.connect("timeout()", self.on_poll_training)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.on_scene_start_close)
-        self.on_display_changed()
-        self.update_buttons()
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.on_scene_end_close)
+        self.initialize_parameter_node()
+        self.show_annotation(None)
 
     def cleanup(self) -> None:
         self.removeObservers()
@@ -112,9 +118,63 @@ class SpineCascadeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.logic is not None:
             self.logic.close()
 
+    def enter(self) -> None:
+        self.initialize_parameter_node()
+
     def on_scene_start_close(self, _caller, _event) -> None:
         self.logic.close()
-        self.ui.angleTableView.setMRMLTableNode(None)
+        self.show_annotation(None)
+
+    def on_scene_end_close(self, _caller, _event) -> None:
+        if self.parent.isEntered:
+            self.initialize_parameter_node()
+
+    # ------------------------------------------------------------------ parameter node
+
+    def initialize_parameter_node(self) -> None:
+        """Observe the scene's parameter node; a new scene gets the server used last."""
+        parameters = self.logic.parameters
+        if not parameters.is_set(SERVER_URL):
+            parameters.server_url = qt.QSettings().value(SERVER_SETTING, DEFAULT_SERVER)
+        if self.parameter_node is not parameters.node:
+            modified = vtk.vtkCommand.ModifiedEvent
+            if self.parameter_node is not None:
+                self.removeObserver(self.parameter_node, modified, self.update_gui_from_parameter_node)
+            self.parameter_node = parameters.node
+            self.addObserver(self.parameter_node, modified, self.update_gui_from_parameter_node)
+        self.update_gui_from_parameter_node()
+
+    def update_gui_from_parameter_node(self, _caller=None, _event=None) -> None:
+        parameters = self.logic.parameters
+        display = parameters.display
+        self._showing_parameters = True
+        try:
+            self.ui.serverUrlLineEdit.text = parameters.server_url
+            self.ui.volumeSelector.setCurrentNode(parameters.xray)
+            self.ui.uncertaintyThresholdSpinBox.value = parameters.threshold
+            self.ui.showCornersCheckBox.checked = display.corners
+            self.ui.showLinesCheckBox.checked = display.lines
+            self.ui.showLabelsCheckBox.checked = display.labels
+        finally:
+            self._showing_parameters = False
+        self.update_buttons()
+
+    def update_parameter_node_from_gui(self, _value: Any = None) -> None:
+        if self._showing_parameters:
+            return
+        parameters = self.logic.parameters
+        was_modifying = parameters.node.StartModify()
+        try:
+            parameters.server_url = self.ui.serverUrlLineEdit.text
+            parameters.xray = self.volume()
+            parameters.threshold = self.ui.uncertaintyThresholdSpinBox.value
+            parameters.display = DisplayOptions(
+                corners=self.ui.showCornersCheckBox.checked,
+                lines=self.ui.showLinesCheckBox.checked,
+                labels=self.ui.showLabelsCheckBox.checked,
+            )
+        finally:
+            parameters.node.EndModify(was_modifying)
 
     # ------------------------------------------------------------------ helpers
 
@@ -151,14 +211,21 @@ class SpineCascadeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def show_annotation(self, annotation) -> None:
         self.ui.angleTableView.setMRMLTableNode(annotation.table if annotation is not None else None)
+        self.show_review_banner(annotation)
         if annotation is not None:
             self.status(annotation.summary())
+
+    def show_review_banner(self, annotation) -> None:
+        """The warning text of the server's review flag; hidden when the prediction needs no review."""
+        text = annotation.review_banner() if annotation is not None else ""
+        self.ui.reviewBannerLabel.text = text
+        self.ui.reviewBannerLabel.visible = bool(text)
 
     # ------------------------------------------------------------------ actions
 
     def on_connect(self) -> None:
-        url = self.ui.serverUrlLineEdit.text
-        info = self.run("Connecting", lambda: self.logic.connect(url))
+        self.update_parameter_node_from_gui()
+        info = self.run("Connecting", self.logic.connect)
         if info is None:
             return
         qt.QSettings().setValue(SERVER_SETTING, self.logic.client.url)
@@ -166,6 +233,7 @@ class SpineCascadeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.status(f"Connected to {info.name} {info.version} at {self.logic.client.url}.")
 
     def on_volume_changed(self, volume) -> None:
+        self.update_parameter_node_from_gui()
         annotated = volume is not None and self.logic.has_annotation(volume)
         self.show_annotation(self.logic.annotation(volume) if annotated else None)
         self.update_buttons()
@@ -183,17 +251,9 @@ class SpineCascadeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.setSliceViewerLayers(background=volume, fit=True)
             self.show_annotation(annotation)
 
-    def on_display_changed(self, _checked: bool = False) -> None:
-        self.logic.set_display(
-            DisplayOptions(
-                corners=self.ui.showCornersCheckBox.checked,
-                lines=self.ui.showLinesCheckBox.checked,
-                labels=self.ui.showLabelsCheckBox.checked,
-            )
-        )
-
     def on_annotation_changed(self, annotation) -> None:
         if annotation.volume is self.volume():
+            self.show_review_banner(annotation)
             self.status(annotation.summary())
 
     def on_submit(self) -> None:
@@ -277,6 +337,10 @@ class SpineCascadeTest(ScriptedLoadableModuleTest):
         self.test_answer_edit_and_export()
         self.setUp()
         self.test_markups_file_round_trip()
+        self.setUp()
+        self.test_settings_are_saved_with_the_scene()
+        self.setUp()
+        self.test_review_flag()
         if os.environ.get("SPINECASCADE_TEST_SERVER"):
             self.setUp()
             self.test_server_round_trip()
@@ -317,6 +381,35 @@ class SpineCascadeTest(ScriptedLoadableModuleTest):
         logic.save_markups(volume, path)
         loaded = logic.load_markups(volume, path)
         np.testing.assert_allclose(loaded.landmarks, annotation.landmarks, atol=1e-9)
+        logic.close()
+        self.delayDisplay("Test passed")
+
+    def test_settings_are_saved_with_the_scene(self) -> None:
+        self.delayDisplay("Saving the module's settings in a scene bundle and loading it back")
+        logic = SpineCascadeLogic(slicer.mrmlScene)
+        logic.set_threshold(35.5)
+        logic.set_display(DisplayOptions(corners=True, lines=False, labels=True))
+        path = os.path.join(slicer.app.temporaryPath, "SpineCascadeTest.mrb")
+        self.assertTrue(slicer.util.saveScene(path))
+        slicer.mrmlScene.Clear()
+        self.assertEqual(logic.display, DisplayOptions())
+        slicer.util.loadScene(path)
+        self.assertEqual(logic.threshold, 35.5)
+        self.assertEqual(logic.display, DisplayOptions(corners=True, lines=False, labels=True))
+        logic.close()
+        self.delayDisplay("Test passed")
+
+    def test_review_flag(self) -> None:
+        self.delayDisplay("A prediction the server flags for review: banner and red rings")
+        volume = testdata.add_example_volume(slicer.mrmlScene)
+        answer = testdata.example_answer(testdata.example_landmarks(), 400, 1000)
+        answer["quality"] = {"review_needed": True, "reasons": ["spine runs off the film"], "flagged_landmarks": [0, 5]}
+        logic = SpineCascadeLogic(slicer.mrmlScene)
+        annotation = logic.apply_answer(volume, answer)
+        self.assertIn("spine runs off the film", annotation.review_banner())
+        rings = annotation.flagged_points
+        self.assertEqual([rings.GetNthControlPointLabel(i) for i in range(rings.GetNumberOfControlPoints())],
+                         [point_names()[0], point_names()[5]])
         logic.close()
         self.delayDisplay("Test passed")
 

@@ -51,28 +51,8 @@ class LandmarkDatastore(LocalDatastore):
         self._init_from_datastore_file()
         if image_id not in self._datastore.objects:
             raise HTTPException(404, f"no image {image_id!r} in the datastore")
-        tag = label_tag or DefaultLabelTag.FINAL.value
-        if not TAG.fullmatch(tag) or tag == HISTORY:
-            raise HTTPException(422, f"label tag {tag!r}: use letters, digits, '-' and '_' (e.g. final, original)")
-        info = dict(label_info or {})
-        info.pop("params", None)  # an inference result: the label file itself holds all of it
-        try:
-            force = flag(info.pop("force", False), "force")
-        except ConfigError as exc:
-            raise HTTPException(422, str(exc)) from None
-        image_path = Path(self.get_image_uri(image_id))
-        label = self._parse_label(Path(label_filename), image_path, image_id)
-        findings = [str(f) for f in check_landmarks(label.landmarks, label.width, label.height)]
-        if findings and tag == DefaultLabelTag.FINAL.value and not force:
-            shown = "; ".join(findings[:5]) + (f"; and {len(findings) - 5} more" if len(findings) > 5 else "")
-            raise HTTPException(
-                422,
-                f"label for {image_id!r} refused: {len(findings)} implausible landmark(s): {shown}. Correct it, "
-                'or send params {"force": true} to store it anyway (training then repairs or skips it).',
-            )
-        if findings:
-            info["findings"] = findings
-            log.warning("storing label %s (%s) with findings: %s", image_id, tag, "; ".join(findings))
+        tag, label, info = checked_label(image_id, label_filename, Path(self.get_image_uri(image_id)), label_tag,
+                                         label_info)
 
         label_dir = Path(self._datastore.label_path(tag))
         dest = label_dir / f"{image_id}{LABEL_SUFFIX}"
@@ -87,35 +67,6 @@ class LandmarkDatastore(LocalDatastore):
             self._update_datastore_file(lock=False)
         log.info("stored label %s (%s)%s", image_id, tag, f"; previous kept as {previous}" if previous else "")
         return image_id
-
-    def _parse_label(self, path: Path, image_path: Path, image_id: str) -> LandmarkLabel:
-        """Our JSON or a Slicer point list, placed on the image and checked: 68 finite points inside it."""
-        try:
-            if path.stat().st_size > MAX_LABEL_BYTES:
-                raise HTTPException(413, f"label is over {MAX_LABEL_BYTES:,} bytes; a landmark label is ~10 kB")
-            document = json.loads(path.read_bytes().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise HTTPException(422, f"label is not a JSON document: {exc}") from None
-        try:
-            if isinstance(document, dict) and "markups" in document:
-                # Slicer positions are physical: place them with the image's own spacing and origin.
-                radiograph = load_image(image_path)
-                width, height = radiograph.width, radiograph.height
-                label = label_from_mrk_dict(document, radiograph.spacing, radiograph.origin, source="label")
-            else:
-                label = label_from_json_dict(document, source="label")
-                width, height = image_size(image_path)
-            for what, said, actual in (("width", label.width, width), ("height", label.height, height)):
-                if said is not None and said != actual:
-                    raise LabelError(f"label: says image {what} {said}, but image {image_id!r} has {actual}")
-            label.landmarks = validate(label.landmarks, width, height, source="label")
-        except LabelError as exc:
-            raise HTTPException(422, str(exc)) from None
-        except ImageError as exc:
-            log.error("image %s of the datastore cannot be read: %s", image_id, exc)
-            raise HTTPException(409, f"image {image_id!r} in the datastore cannot be read") from None
-        label.width, label.height, label.image_name = width, height, image_path.name
-        return label
 
     def _keep_previous(self, image_id: str, tag: str) -> str | None:
         """Copy the label about to be replaced into the history; the current file stays until replaced."""
@@ -173,3 +124,61 @@ class LandmarkDatastore(LocalDatastore):
                 write()
         else:
             write()
+
+
+def checked_label(image_id: str, label_filename: str, image_path: Path, label_tag: str,
+                  label_info: dict[str, Any]) -> tuple[str, LandmarkLabel, dict[str, Any]]:
+    """The tag, the label parsed and checked against its image, and the info to store with it; what cannot be
+    stored is refused with a 4xx answer that says why (shared with the DICOMweb datastore)."""
+    tag = label_tag or DefaultLabelTag.FINAL.value
+    if not TAG.fullmatch(tag) or tag == HISTORY:
+        raise HTTPException(422, f"label tag {tag!r}: use letters, digits, '-' and '_' (e.g. final, original)")
+    info = dict(label_info or {})
+    info.pop("params", None)  # an inference result: the label file itself holds all of it
+    try:
+        force = flag(info.pop("force", False), "force")
+    except ConfigError as exc:
+        raise HTTPException(422, str(exc)) from None
+    label = parse_label(Path(label_filename), image_path, image_id)
+    findings = [str(f) for f in check_landmarks(label.landmarks, label.width, label.height)]
+    if findings and tag == DefaultLabelTag.FINAL.value and not force:
+        shown = "; ".join(findings[:5]) + (f"; and {len(findings) - 5} more" if len(findings) > 5 else "")
+        raise HTTPException(
+            422,
+            f"label for {image_id!r} refused: {len(findings)} implausible landmark(s): {shown}. Correct it, "
+            'or send params {"force": true} to store it anyway (training then repairs or skips it).',
+        )
+    if findings:
+        info["findings"] = findings
+        log.warning("storing label %s (%s) with findings: %s", image_id, tag, "; ".join(findings))
+    return tag, label, info
+
+
+def parse_label(path: Path, image_path: Path, image_id: str) -> LandmarkLabel:
+    """Our JSON or a Slicer point list, placed on the image and checked: 68 finite points inside it."""
+    try:
+        if path.stat().st_size > MAX_LABEL_BYTES:
+            raise HTTPException(413, f"label is over {MAX_LABEL_BYTES:,} bytes; a landmark label is ~10 kB")
+        document = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HTTPException(422, f"label is not a JSON document: {exc}") from None
+    try:
+        if isinstance(document, dict) and "markups" in document:
+            # Slicer positions are physical: place them with the image's own spacing and origin.
+            radiograph = load_image(image_path)
+            width, height = radiograph.width, radiograph.height
+            label = label_from_mrk_dict(document, radiograph.spacing, radiograph.origin, source="label")
+        else:
+            label = label_from_json_dict(document, source="label")
+            width, height = image_size(image_path)
+        for what, said, actual in (("width", label.width, width), ("height", label.height, height)):
+            if said is not None and said != actual:
+                raise LabelError(f"label: says image {what} {said}, but image {image_id!r} has {actual}")
+        label.landmarks = validate(label.landmarks, width, height, source="label")
+    except LabelError as exc:
+        raise HTTPException(422, str(exc)) from None
+    except ImageError as exc:
+        log.error("image %s of the datastore cannot be read: %s", image_id, exc)
+        raise HTTPException(409, f"image {image_id!r} in the datastore cannot be read") from None
+    label.width, label.height, label.image_name = width, height, image_path.name
+    return label

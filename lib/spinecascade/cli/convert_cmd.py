@@ -1,4 +1,5 @@
-"""`spinecascade convert`: one landmark label between AASCE .mat, our .json and 3D Slicer .mrk.json."""
+"""`spinecascade convert`: one landmark label between AASCE .mat, our .json and 3D Slicer .mrk.json (or from a
+DICOM SR landmark report)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         NAME,
         help="convert between landmark label formats",
         description=(
-            "Convert one landmark label between AASCE .mat, spinecascade .json and 3D Slicer .mrk.json; "
+            "Convert one landmark label between AASCE .mat, spinecascade .json and 3D Slicer .mrk.json, or read "
+            "a DICOM SR landmark report (.dcm, from `spinecascade predict --sr` or the server's PACS mode); "
             "the format is taken from each file's suffix. Slicer positions are origin + pixel * spacing "
             "(mm, LPS, z = 0), so a .mrk.json file must be read back with the --spacing and --origin it was "
             "written with."

@@ -51,7 +51,12 @@ def run(args: argparse.Namespace) -> int:
     preds = predict_samples(predictor, samples, progress=not args.json)
     d = evaluate_predictions(preds, samples).as_dict()
     rows = per_image_table(preds, samples)
-    d["level_misses"] = sum(abs(r["vertical_miss_levels"]) >= LEVEL_MISS for r in rows)
+    missed = [abs(r["vertical_miss_levels"]) >= LEVEL_MISS for r in rows]
+    d["level_misses"] = sum(missed)
+    flagged = [bool(r["review_needed"]) for r in rows]
+    d["review_flag"] = {"flagged": sum(flagged),
+                        "level_misses_flagged": sum(f and m for f, m in zip(flagged, missed)),
+                        "other_films_flagged": sum(f and not m for f, m in zip(flagged, missed))}
     if args.per_image:
         write_csv(args.per_image, rows)
     if args.json:
@@ -64,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
     for name in ("PT", "MT", "TL"):
         print(f"{name} MAE           {d['cobb_mae'][name]:.2f} deg (circular {d['cobb_circular_mae'][name]:.2f})")
     print(f"level misses     {d['level_misses']} images with the spine {LEVEL_MISS} level or more off")
+    review = d["review_flag"]
+    print(f"review flag      {review['flagged']} images: {review['level_misses_flagged']} of the {d['level_misses']} "
+          f"level misses, {review['other_films_flagged']} of the {d['n_images'] - d['level_misses']} others")
     if args.per_image:
         print(f"per image        {args.per_image}")
     return 0

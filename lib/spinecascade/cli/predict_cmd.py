@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="output file (one image) or folder")
     p.add_argument("--mrk", action="store_true", help="also write 3D Slicer .mrk.json")
     p.add_argument("--overlay", action="store_true", help="also write a PNG with the corners and angles drawn")
+    p.add_argument("--sr", type=Path, default=None, metavar="REPORT.dcm",
+                   help="one DICOM film only: also write the result as a DICOM Structured Report (TID 1500) that "
+                        "references the film, for PACS pipelines")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
     add_precision_option(p)
     p.add_argument("--batch-size", type=int, default=4)
@@ -33,14 +36,28 @@ def _outputs(image: Path, out: Path | None, single: bool) -> Path:
     return folder / f"{image.name}.landmarks.json"
 
 
+def _film_for_report(images: list[Path]):
+    """The header of the one DICOM film a report is asked for; a clear error for anything else."""
+    import pydicom
+
+    if len(images) != 1:
+        raise SpineCascadeError(f"--sr writes the report of one film; {len(images)} images were given")
+    try:
+        return pydicom.dcmread(images[0], stop_before_pixels=True)
+    except pydicom.errors.InvalidDicomError:
+        raise SpineCascadeError(f"{images[0]}: --sr needs a DICOM film (the report references its study, series "
+                                "and instance)") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from spinecascade.io.images import load_image
     from spinecascade.io.labels import write_json_label, write_mrk_json
     from spinecascade.io.overlay import write_overlay
     from spinecascade.method.prediction import Predictor
 
-    predictor = Predictor(args.model, device=args.device, precision=args.precision)
     single = len(args.images) == 1
+    film = _film_for_report(args.images) if args.sr else None
+    predictor = Predictor(args.model, device=args.device, precision=args.precision)
     for start in range(0, len(args.images), args.batch_size):
         paths = args.images[start : start + args.batch_size]
         radiographs = [load_image(p) for p in paths]
@@ -58,8 +75,16 @@ def run(args: argparse.Namespace) -> int:
                 png = target.with_name(target.name.removesuffix(".json") + ".png")
                 write_overlay(png, radiograph.to_uint8(), pred.landmarks, pred.cobb)
                 written.append(png)
+            if film is not None:
+                from spinecascade.io.dicom_sr import write_sr
+
+                args.sr.parent.mkdir(parents=True, exist_ok=True)
+                write_sr(args.sr, label, film)
+                written.append(args.sr)
             angles = "  ".join(f"{a.name} {a.degrees:.1f} ({a.end_vertebrae[0]}-{a.end_vertebrae[1]})"
                                for a in pred.cobb.angles)
-            print(f"{path}: {angles}  uncertainty {pred.image_uncertainty:.1f} px -> "
+            review = ("REVIEW NEEDED: " + "; ".join(pred.quality.reasons)) if pred.quality.review_needed \
+                else "no review flag"
+            print(f"{path}: {angles}  uncertainty {pred.image_uncertainty:.1f} px  {review} -> "
                   + ", ".join(str(w) for w in written))
     return 0

@@ -372,7 +372,8 @@ def read_label(
     spacing: tuple[float, float] | None = None,
     origin: tuple[float, float] = (0.0, 0.0),
 ) -> LandmarkLabel:
-    """One label by suffix: `.mat`, `.json` (ours) or `.mrk.json` (Slicer, placed with spacing and origin)."""
+    """One label by suffix: `.mat`, `.json` (ours), `.mrk.json` (Slicer, placed with spacing and origin) or `.dcm`
+    (a DICOM SR landmark report, spinecascade.io.dicom_sr)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".mat":
@@ -384,6 +385,10 @@ def read_label(
             label = label_from_mrk_dict(doc, spacing, origin, source=str(path))
         else:
             label = label_from_json_dict(doc, source=str(path))
+    elif suffix == ".dcm":
+        from spinecascade.io.dicom_sr import read_sr  # it builds on this module
+
+        label = read_sr(path).label
     else:
         raise LabelError(f"{path}: {_unsupported(suffix)}")
     if image_size is not None:
@@ -407,6 +412,9 @@ def write_label(
         write_mrk_json(path, label, spacing, origin)
     elif suffix == ".json":
         write_json_label(path, label)
+    elif suffix == ".dcm":
+        raise LabelError(f"{path}: a DICOM SR report references its film; write it with "
+                         "`spinecascade predict FILM.dcm --sr REPORT.dcm`")
     else:
         raise LabelError(f"{path}: {_unsupported(suffix)}")
 
@@ -420,7 +428,7 @@ def _unsupported(suffix: str) -> str:
             "a .csv file holds a whole dataset, not one label; use the dataset functions "
             "(read_landmarks_csv, AasceDataset)"
         )
-    return f"unknown label format {suffix or '(no suffix)'!r}; expected .mat, .json or .mrk.json"
+    return f"unknown label format {suffix or '(no suffix)'!r}; expected .mat, .json, .mrk.json or .dcm (DICOM SR)"
 
 
 def _apply_size(label: LandmarkLabel, image_size: tuple[int, int], source: str) -> None:

@@ -20,7 +20,7 @@ from spinecascade.measurement.metrics import (
 from spinecascade.method.prediction import Prediction, Predictor
 
 PER_IMAGE_COLUMNS = ("image", "mse", "mean_px_error", "vertical_miss_levels", "smape", "uncertainty_px",
-                     "PT", "MT", "TL", "PT_true", "MT_true", "TL_true")
+                     "review_needed", "PT", "MT", "TL", "PT_true", "MT_true", "TL_true")
 
 
 def predict_samples(predictor: Predictor, samples: Sequence[Sample], progress: bool = True,
@@ -65,6 +65,7 @@ def per_image_table(preds: Sequence[Prediction], samples: Sequence[Sample]) -> l
             "vertical_miss_levels": vertical_miss_levels(p.landmarks, s.landmarks),
             "smape": smape(angles, truth),
             "uncertainty_px": p.image_uncertainty,
+            "review_needed": p.quality.review_needed,
             **dict(zip(("PT", "MT", "TL"), map(float, angles))),
             **dict(zip(("PT_true", "MT_true", "TL_true"), map(float, truth))),
         })

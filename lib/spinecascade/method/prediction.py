@@ -1,4 +1,5 @@
-"""Prediction with a loaded cascade: 68 corners, centres, Cobb angles and a mirror-based uncertainty.
+"""Prediction with a loaded cascade: 68 corners, centres, Cobb angles, a mirror-based uncertainty and the review
+flag (measurement/quality.py).
 
 Each image is predicted together with its mirror (one batch); the mirror's answer is mapped back and the two are
 averaged. Their disagreement, in original pixels, is the uncertainty: large where the network is unsure, e.g.
@@ -20,6 +21,7 @@ from spinecascade.io.images import Radiograph, load_image
 from spinecascade.io.labels import LandmarkLabel
 from spinecascade.landmarks import N_POINTS, VERTEBRAE, as_landmarks, centres, flip_horizontal
 from spinecascade.measurement.cobb import CobbResult, cobb_angles
+from spinecascade.measurement.quality import Quality, assess
 from spinecascade.method.cascade import Cascade, normalise_pixels
 from spinecascade.method.encoder import fold_batchnorm
 from spinecascade.method.model_file import default_model_path, load_model, read_metadata
@@ -46,6 +48,7 @@ class Prediction:
     centres: np.ndarray  # (17, 2)
     cobb: CobbResult
     uncertainty: np.ndarray  # (68,) pixels
+    quality: Quality  # the review flag
     width: int
     height: int
     source: str = ""
@@ -64,6 +67,7 @@ class Prediction:
             "cobb": self.cobb.as_dict(),
             "uncertainty": {"unit": "pixel", "per_landmark": [float(u) for u in self.uncertainty],
                             "image": self.image_uncertainty},
+            "quality": self.quality.as_dict(),
             "model": self.model,
             "timings_ms": self.timings_ms,
         }
@@ -151,6 +155,7 @@ class Predictor:
             centres=centres(landmarks),
             cobb=cobb_angles(landmarks, radiograph.height),
             uncertainty=uncertainty,
+            quality=assess(landmarks, uncertainty if self.mirror else None, radiograph.width, radiograph.height),
             width=radiograph.width,
             height=radiograph.height,
             source=radiograph.source,

@@ -44,6 +44,7 @@ class ServerInfo:
     models: dict[str, dict] = field(default_factory=dict)
     strategies: tuple[str, ...] = ()
     trainers: tuple[str, ...] = ()
+    train_stats: dict[str, dict] = field(default_factory=dict)  # trainer -> its latest run's status
 
     @classmethod
     def from_json(cls, info: Any) -> ServerInfo:
@@ -52,12 +53,16 @@ class ServerInfo:
         models = info.get("models") or {}
         if not isinstance(models, dict):
             raise ServerError("GET /info/ answered 'models' that is not an object")
+        stats = info.get("train_stats") or {}
+        if not isinstance(stats, dict):
+            raise ServerError("GET /info/ answered 'train_stats' that is not an object")
         return cls(
             name=str(info.get("name", "")),
             version=str(info.get("version", "")),
             models={str(k): v if isinstance(v, dict) else {} for k, v in models.items()},
             strategies=tuple(str(k) for k in (info.get("strategies") or {})),
             trainers=tuple(str(k) for k in (info.get("trainers") or {})),
+            train_stats={str(k): v for k, v in stats.items() if isinstance(v, dict)},
         )
 
 
@@ -176,7 +181,7 @@ class MonaiLabelClient:
         return _object(answer, f"training of model {model!r}")
 
     def training_status(self) -> dict | None:
-        """The latest training task, or None if the server has never trained."""
+        """MONAI Label's record of the latest training task (its state), or None if it has run none."""
         try:
             answer = self._json("GET", "/train/")
         except ServerError as exc:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import slicer
+import vtk
 
 from spinecascade.errors import LabelError
 from spinecascade.io.labels import LandmarkLabel, label_from_json_dict, label_to_json_dict
@@ -30,23 +31,28 @@ from SpineCascadeLib.imaging import add_volume_from_image, encode_png
 from SpineCascadeLib.markups import (
     add_angle_lines,
     add_angle_table,
+    add_flagged_node,
     add_landmark_node,
     landmarks_from_node,
     point_indices,
     read_markups,
     remove_nodes,
     save_markups,
+    show_flagged,
     show_uncertainty,
     update_angle_lines,
     update_angle_table,
 )
+from SpineCascadeLib.parameters import (
+    DEFAULT_MODEL,
+    DEFAULT_STRATEGY,
+    DisplayOptions,
+    SpineCascadeParameters,
+    parameter_node,
+)
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "vertebral_landmarks"
-DEFAULT_STRATEGY = "landmark_uncertainty"
-# Points whose predicted uncertainty exceeds this many pixels are shown as needing a look.
-DEFAULT_UNCERTAINTY_THRESHOLD_PX = 20.0
 IMAGE_ID_ATTRIBUTE = "SpineCascade.ImageID"
 # A point counts as moved by the clinician when it is this far (pixels) from where it was.
 _MOVED_PX = 1e-6
@@ -55,26 +61,45 @@ _POINT_EVENTS = (
     slicer.vtkMRMLMarkupsNode.PointAddedEvent,
     slicer.vtkMRMLMarkupsNode.PointRemovedEvent,
 )
-# Progress counters in training log lines: "epoch 3/8", "stage 2 of 6", "(3 of 6 stages)".
-_UNITS = r"(?:epoch|stage|step|iteration)"
-_PROGRESS = re.compile(
-    rf"\b{_UNITS}\s*(\d+)\s*(?:/|of)\s*(\d+)|\b(\d+)\s*(?:/|of)\s*(\d+)\s*{_UNITS}s\b", re.IGNORECASE
-)
 _UNCERTAINTY_TEXT = re.compile(r"uncertainty\s+([0-9.]+)\s*px")
+# The banner names the flagged points up to this many, and counts them beyond.
+_BANNER_NAMES = 8
 
 
-@dataclass
-class DisplayOptions:
-    """What is drawn: the corner points, the endplate lines of the Cobb angles, the points' names."""
+@dataclass(frozen=True)
+class Quality:
+    """The server's review flag of a prediction: whether a person must check it, why, and which points."""
 
-    corners: bool = True
-    lines: bool = True
-    labels: bool = False
+    review_needed: bool = False
+    reasons: tuple[str, ...] = ()
+    flagged: frozenset[int] = frozenset()  # landmark indices 0-67
+
+    @classmethod
+    def from_answer(cls, value: Any) -> Quality:
+        """The answer's `quality` entry; None (an older server) flags nothing. ServerError if malformed."""
+        if value is None:
+            return cls()
+        if not isinstance(value, dict):
+            raise ServerError("the server's answer has a 'quality' that is not an object")
+        review = value.get("review_needed", False)
+        reasons = value.get("reasons") or []
+        flagged = value.get("flagged_landmarks") or []
+        if not isinstance(review, bool):
+            raise ServerError(f"the server's answer has a quality 'review_needed' of {review!r}, not true or false")
+        if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
+            raise ServerError("the server's answer has quality 'reasons' that are not a list of texts")
+        if not isinstance(flagged, list) or not all(
+            isinstance(k, int) and not isinstance(k, bool) and 0 <= k < N_POINTS for k in flagged
+        ):
+            raise ServerError(
+                f"the server's answer has quality 'flagged_landmarks' that are not landmark indices 0-{N_POINTS - 1}"
+            )
+        return cls(review, tuple(r.strip() for r in reasons if r.strip()), frozenset(flagged))
 
 
 @dataclass
 class TrainingStatus:
-    """The server's latest training task, reduced to what a progress bar and a status line show."""
+    """The server's latest training run, reduced to what a progress bar and a status line show."""
 
     state: str
     fraction: float | None
@@ -85,25 +110,65 @@ class TrainingStatus:
         return self.state in ("SUBMITTED", "RUNNING")
 
     @classmethod
-    def from_task(cls, task: dict | None) -> TrainingStatus:
-        if task is None:
-            return cls("NONE", None, "the server has not trained yet")
-        state = str(task.get("status", "UNKNOWN")).upper()
-        details = [str(line) for line in task.get("details") or []]
-        fraction = 1.0 if state == "DONE" else None
-        for line in reversed(details):
-            counters = [
-                (int(a or c), int(b or d)) for a, b, c, d in _PROGRESS.findall(line) if 0 < int(a or c) <= int(b or d)
-            ]
-            if counters:
-                # Nested counters ("stage 2/6 epoch 3/8"): the innermost is done to n/m, the outer ones are
-                # at their n-th step.
-                n, m = counters[-1]
-                fraction = n / m
-                for n, m in reversed(counters[:-1]):
-                    fraction = (n - 1 + fraction) / m
-                break
-        return cls(state, fraction, details[-1] if details else state.lower())
+    def from_server(cls, stats: dict | None, task: dict | None = None) -> TrainingStatus:
+        """From the trainer's own status (GET /info/ `train_stats`: status, stage, epoch, loss, stages_done,
+        stages_total, message) and MONAI Label's task record (GET /train/), which knows of a run from the
+        moment it is submitted, before the run writes a status of its own."""
+        stats = stats if isinstance(stats, dict) and stats else None
+        stats_state = str(stats.get("status", "UNKNOWN")).upper() if stats else None
+        task_state = str(task.get("status", "UNKNOWN")).upper() if isinstance(task, dict) else None
+        state = task_state or stats_state or "NONE"
+        if state == "NONE":
+            return cls(state, None, "the server has not trained yet")
+        # Until the new run writes its status, the trainer's status is the previous run's.
+        current = stats if stats_state == ("RUNNING" if state == "SUBMITTED" else state) else None
+        if state in ("SUBMITTED", "RUNNING"):
+            return cls(state, _stage_fraction(current), _progress_text(current))
+        if state == "DONE":
+            return cls(state, 1.0, _done_text(current))
+        if current is not None and current.get("message"):
+            return cls(state, None, str(current["message"]))
+        details = [str(line) for line in (task or {}).get("details") or []]
+        return cls(state, None, details[-1] if details else f"{state.lower()}; see the server's log")
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _stage_fraction(stats: dict | None) -> float | None:
+    """stages_done / stages_total of a running run; None while that is not known yet."""
+    if stats is None:
+        return None
+    done, total = _count(stats.get("stages_done")), _count(stats.get("stages_total"))
+    if done is None or not total:
+        return None
+    return min(done / total, 1.0)
+
+
+def _progress_text(stats: dict | None) -> str:
+    if stats is None:
+        return "starting"
+    parts = []
+    if stats.get("stage"):
+        parts.append(f"stage {stats['stage']}")
+    if _count(stats.get("epoch")) is not None:
+        parts.append(f"epoch {stats['epoch']}")
+    loss = stats.get("loss")
+    if isinstance(loss, (int, float)) and not isinstance(loss, bool) and math.isfinite(loss):
+        parts.append(f"loss {loss:.4g}")
+    done, total = _count(stats.get("stages_done")), _count(stats.get("stages_total"))
+    if done is not None and total:
+        parts.append(f"{done} of {total} stages done")
+    return ", ".join(parts) or "preparing the labelled images"
+
+
+def _done_text(stats: dict | None) -> str:
+    if stats is None or not stats.get("model_version"):
+        return "finished"
+    seconds = stats.get("seconds")
+    took = f" after {seconds:g} s" if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else ""
+    return f"finished{took}: new model {stats['model_version']}"
 
 
 @dataclass(eq=False)
@@ -114,9 +179,11 @@ class Annotation:
     points: Any
     lines: dict[str, tuple]
     table: Any
+    flagged_points: Any  # a point list ringing the flagged points that nobody has moved yet
     image: LandmarkLabel  # the image's name, size and spacing, and the landmarks as first placed
     uncertainty: np.ndarray | None
     model: Any = None
+    quality: Quality = field(default_factory=Quality)
     landmarks: np.ndarray | None = None
     cobb: CobbResult | None = None
     error: str | None = None
@@ -138,34 +205,122 @@ class Annotation:
         moved = f"; {len(self.moved)} points moved" if self.moved else ""
         return f"{self.name}: {angles}; {'S' if self.cobb.s_shaped else 'C'} curve{moved}"
 
+    @property
+    def unchecked_flags(self) -> list[int]:
+        """The landmarks the server flagged that nobody has moved yet, in landmark order."""
+        return sorted(self.quality.flagged - self.moved)
+
+    def review_banner(self) -> str:
+        """The warning the module panel shows when the server asks for a review; empty when it does not."""
+        if not self.quality.review_needed:
+            return ""
+        reasons = "; ".join(r.rstrip(". ") for r in self.quality.reasons) or "the server flagged this prediction"
+        lines = [f"Review needed: {reasons}."]
+        waiting = self.unchecked_flags
+        if waiting:
+            names = [point_names()[k] for k in waiting]
+            shown = ", ".join(names) if len(names) <= _BANNER_NAMES else f"{len(names)} points"
+            lines.append(f"Flagged points to check (red rings): {shown}.")
+        elif self.quality.flagged:
+            lines.append(f"All {len(self.quality.flagged)} flagged points have been moved.")
+        return "\n".join(lines)
+
 
 class SpineCascadeLogic:
-    """Auto-landmark, edit with live Cobb angles, submit corrections, active learning and training."""
+    """Auto-landmark, edit with live Cobb angles, submit corrections, active learning and training.
+
+    The settings (server, model, strategy, uncertainty threshold, what is drawn) live in the scene's parameter
+    node, so they are saved with the scene; the logic reads them from there and redraws every X-ray's
+    landmarks whenever the node changes, whoever changed it (the widget, a script, a loaded scene).
+    """
 
     def __init__(self, scene, client: MonaiLabelClient | None = None) -> None:
         self.scene = scene
         self.client = client
         self.info: ServerInfo | None = None
-        self.model = DEFAULT_MODEL
-        self.strategy = DEFAULT_STRATEGY
-        self.threshold = DEFAULT_UNCERTAINTY_THRESHOLD_PX
-        self.display = DisplayOptions()
         self.on_change: Callable[[Annotation], None] | None = None
         self._annotations: dict[str, Annotation] = {}
         self._updating = False
+        self._observed: tuple[Any, int] | None = None  # the parameter node and the observer's tag
+        self.parameter_node()
+
+    # ------------------------------------------------------------------ settings
+
+    def parameter_node(self):
+        """The scene's parameter node (added if missing), observed so that changes to it are applied."""
+        node = parameter_node(self.scene)
+        if self._observed is None or self._observed[0] is not node:
+            self._stop_observing_parameters()
+            self._observed = (node, node.AddObserver(vtk.vtkCommand.ModifiedEvent, self._on_parameters_changed))
+        return node
+
+    @property
+    def parameters(self) -> SpineCascadeParameters:
+        return SpineCascadeParameters(self.parameter_node())
+
+    @property
+    def model(self) -> str:
+        return self.parameters.model
+
+    @property
+    def strategy(self) -> str:
+        return self.parameters.strategy
+
+    @property
+    def threshold(self) -> float:
+        return self.parameters.threshold
+
+    @property
+    def display(self) -> DisplayOptions:
+        return self.parameters.display
+
+    def set_threshold(self, pixels: float) -> None:
+        """Store a new uncertainty threshold; every point list is recoloured."""
+        self.parameters.threshold = pixels
+
+    def set_display(self, options: DisplayOptions) -> None:
+        """Store what to draw; every X-ray's landmarks are shown accordingly."""
+        self.parameters.display = options
+
+    def _on_parameters_changed(self, _caller, _event) -> None:
+        threshold, display = self.threshold, self.display
+        for annotation in self._annotations.values():
+            self._updating = True
+            try:
+                show_uncertainty(annotation.points, annotation.uncertainty, threshold, annotation.moved)
+            finally:
+                self._updating = False
+            self._show(annotation, display)
+
+    def _stop_observing_parameters(self) -> None:
+        if self._observed is not None:
+            node, tag = self._observed
+            node.RemoveObserver(tag)
+            self._observed = None
 
     # ------------------------------------------------------------------ server
 
-    def connect(self, url: str, timeout: float = DEFAULT_TIMEOUT_S) -> ServerInfo:
-        """Ask the server what it offers; the client is kept only if it answers."""
-        client = MonaiLabelClient(url, timeout=timeout)
+    def connect(self, url: str | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> ServerInfo:
+        """Ask the server (`url`, else the parameter node's) what it offers; kept and stored only if it answers.
+
+        The scene's model and strategy stay chosen when the server offers them; otherwise the defaults, else
+        the first the server lists.
+        """
+        parameters = self.parameters
+        client = MonaiLabelClient(parameters.server_url if url is None else url, timeout=timeout)
         info = client.info()
         if not info.models:
             raise ServerError(f"the server at {client.url} offers no models")
         self.client, self.info = client, info
-        self.model = DEFAULT_MODEL if DEFAULT_MODEL in info.models else sorted(info.models)[0]
-        if info.strategies and DEFAULT_STRATEGY not in info.strategies:
-            self.strategy = info.strategies[0]
+        node = parameters.node
+        was_modifying = node.StartModify()
+        try:
+            parameters.server_url = client.url
+            parameters.model = _choose(parameters.model, DEFAULT_MODEL, sorted(info.models))
+            if info.strategies:
+                parameters.strategy = _choose(parameters.strategy, DEFAULT_STRATEGY, list(info.strategies))
+        finally:
+            node.EndModify(was_modifying)
         return info
 
     def _client(self) -> MonaiLabelClient:
@@ -187,7 +342,7 @@ class SpineCascadeLogic:
         return self.apply_answer(volume, answer)
 
     def apply_answer(self, volume, answer: Any) -> Annotation:
-        """Place a server answer (our label JSON plus `uncertainty`, `model`, ...) on the volume."""
+        """Place a server answer (our label JSON plus `uncertainty`, `model`, `quality`, ...) on the volume."""
         width, height = image_size(volume)
         try:
             label = label_from_json_dict(answer, source="the server's answer")
@@ -199,10 +354,11 @@ class SpineCascadeLogic:
                 f"but volume {volume.GetName()!r} is {width} x {height} pixels"
             )
         uncertainty = _uncertainty(answer.get("uncertainty"))
+        quality = Quality.from_answer(answer.get("quality"))
         image = replace(
             label, width=width, height=height, image_name=label.image_name or volume.GetName(), extra={}
         )
-        return self._install(volume, image, uncertainty, answer.get("model"), set(), None)
+        return self._install(volume, image, uncertainty, answer.get("model"), quality, set(), None)
 
     def annotation(self, volume) -> Annotation:
         """The volume's landmarks; LabelError when it has none (or the clinician deleted the point list)."""
@@ -229,17 +385,18 @@ class SpineCascadeLogic:
             return
         for tag in found.observers:
             found.points.RemoveObserver(tag)
-        remove_nodes(self.scene, [found.points, found.table, *(line for pair in found.lines.values() for line in pair)])
+        remove_nodes(self.scene, [found.points, found.flagged_points, found.table, *_line_nodes(found.lines)])
 
     def close(self) -> None:
-        """Stop observing the point lists (the nodes stay in the scene)."""
+        """Stop observing the point lists and the parameter node (the nodes stay in the scene)."""
         for found in self._annotations.values():
             for tag in found.observers:
                 found.points.RemoveObserver(tag)
         self._annotations.clear()
+        self._stop_observing_parameters()
 
     def _install(
-        self, volume, image: LandmarkLabel, uncertainty, model, moved: set[int], points
+        self, volume, image: LandmarkLabel, uncertainty, model, quality: Quality, moved: set[int], points
     ) -> Annotation:
         """Create the nodes (or adopt `points`), fill them, and replace the volume's previous landmarks."""
         name = volume.GetName()
@@ -248,13 +405,17 @@ class SpineCascadeLogic:
             if points is None:
                 points = add_landmark_node(self.scene, volume, image.landmarks, f"{name} landmarks")
                 created.append(points)
+            flagged_points = add_flagged_node(self.scene, f"{name} flagged points")
+            created.append(flagged_points)
             lines = add_angle_lines(self.scene, name)
-            created.extend(line for pair in lines.values() for line in pair)
+            created.extend(_line_nodes(lines))
             table = add_angle_table(self.scene, f"{name} Cobb angles")
             created.append(table)
-            for node in [points, *(line for pair in lines.values() for line in pair)]:
+            for node in [points, flagged_points, *_line_nodes(lines)]:
                 node.SetAndObserveTransformNodeID(volume.GetTransformNodeID())
-            annotation = Annotation(volume, points, lines, table, image, uncertainty, model, moved=set(moved))
+            annotation = Annotation(
+                volume, points, lines, table, flagged_points, image, uncertainty, model, quality, moved=set(moved)
+            )
             self._refresh(annotation)
         except Exception:
             remove_nodes(self.scene, created)
@@ -263,7 +424,7 @@ class SpineCascadeLogic:
         points.SetAttribute("SpineCascade.VolumeID", volume.GetID())
         annotation.observers = [points.AddObserver(event, self._on_points_changed) for event in _POINT_EVENTS]
         self._annotations[volume.GetID()] = annotation
-        self._show(annotation)
+        self._show(annotation, self.display)
         return annotation
 
     def _on_points_changed(self, caller, _event) -> None:
@@ -295,6 +456,7 @@ class SpineCascadeLogic:
                 annotation.error = None
             if recolour:
                 show_uncertainty(annotation.points, annotation.uncertainty, self.threshold, annotation.moved)
+                show_flagged(annotation.flagged_points, annotation.points, annotation.unchecked_flags)
             update_angle_lines(
                 annotation.lines,
                 annotation.volume,
@@ -309,30 +471,14 @@ class SpineCascadeLogic:
         if self.on_change is not None:
             self.on_change(annotation)
 
-    # ------------------------------------------------------------------ display
-
-    def set_display(self, options: DisplayOptions) -> None:
-        self.display = options
-        for annotation in self._annotations.values():
-            self._show(annotation)
-
-    def set_threshold(self, pixels: float) -> None:
-        """Recolour every point list for a new uncertainty threshold."""
-        self.threshold = float(pixels)
-        for annotation in self._annotations.values():
-            self._updating = True
-            try:
-                show_uncertainty(annotation.points, annotation.uncertainty, self.threshold, annotation.moved)
-            finally:
-                self._updating = False
-
-    def _show(self, annotation: Annotation) -> None:
+    @staticmethod
+    def _show(annotation: Annotation, options: DisplayOptions) -> None:
         display = annotation.points.GetDisplayNode()
-        display.SetVisibility(self.display.corners)
-        display.SetPointLabelsVisibility(self.display.labels)
-        for pair in annotation.lines.values():
-            for line in pair:
-                line.GetDisplayNode().SetVisibility(self.display.lines and annotation.cobb is not None)
+        display.SetVisibility(options.corners)
+        display.SetPointLabelsVisibility(options.labels)
+        annotation.flagged_points.GetDisplayNode().SetVisibility(options.corners)
+        for line in _line_nodes(annotation.lines):
+            line.GetDisplayNode().SetVisibility(options.lines and annotation.cobb is not None)
 
     # ------------------------------------------------------------------ labels
 
@@ -384,7 +530,8 @@ class SpineCascadeLogic:
         if previous is not None:
             image = replace(previous.image, landmarks=landmarks)
         model = previous.model if previous is not None else None
-        return self._install(volume, image, uncertainty, model, moved, points)
+        quality = previous.quality if previous is not None else Quality()
+        return self._install(volume, image, uncertainty, model, quality, moved, points)
 
     # ------------------------------------------------------------------ active learning and training
 
@@ -405,7 +552,20 @@ class SpineCascadeLogic:
         return self.training_status()
 
     def training_status(self) -> TrainingStatus:
-        return TrainingStatus.from_task(self._client().training_status())
+        """The latest run: its state from MONAI Label's task record, its progress from the trainer's status."""
+        client = self._client()
+        task = client.training_status()
+        self.info = client.info()
+        return TrainingStatus.from_server(self.info.train_stats.get(self.model), task)
+
+
+def _choose(current: str, default: str, offered: list[str]) -> str:
+    """The current choice if offered, else the default if offered, else the first offered."""
+    return next(name for name in (current, default, *offered) if name in offered)
+
+
+def _line_nodes(lines: dict[str, tuple]) -> list:
+    return [line for pair in lines.values() for line in pair]
 
 
 def _uncertainty(value: Any) -> np.ndarray | None:

@@ -6,6 +6,9 @@ points with only two colours, the one for selected and the one for unselected po
 is shown with those: selected points (green) are ones the model is sure of or that the clinician has moved,
 unselected points (orange) are ones the model is unsure of and nobody has touched yet. Each point's
 description carries its uncertainty in pixels, which the Markups module lists beside the point.
+
+Those two colours are taken, so the points the server's quality check flags get a third colour from a second,
+locked point list: a red ring around each flagged point that nobody has moved yet.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from SpineCascadeLib.geometry import pixels_to_ras, ras_to_pixels
 
 CONFIDENT_COLOUR = (0.25, 0.85, 0.35)
 UNCERTAIN_COLOUR = (1.0, 0.55, 0.1)
+WARNING_COLOUR = (0.95, 0.1, 0.1)
+# The ring's size relative to a corner point's glyph, so that it surrounds the point rather than covering it.
+FLAGGED_GLYPH_FACTOR = 2.0
 ANGLE_COLOURS = {"PT": (0.3, 0.65, 1.0), "MT": (0.95, 0.35, 0.85), "TL": (1.0, 0.85, 0.2)}
 # Endplate lines reach this fraction of the endplate's width past each corner, the way Cobb lines are drawn
 # on film: long enough to judge their angle by eye.
@@ -84,6 +90,32 @@ def show_uncertainty(node, uncertainty: np.ndarray | None, threshold: float, mov
                 parts.append("moved")
             node.SetNthControlPointDescription(i, ", ".join(parts))
             node.SetNthControlPointSelected(i, k in moved or value is None or value <= threshold)
+
+
+def add_flagged_node(scene, name: str):
+    """An empty, locked point list drawn as red rings (filled by show_flagged); it cannot be dragged by mistake."""
+    node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
+    node.CreateDefaultDisplayNodes()
+    node.SetLocked(True)
+    display = node.GetDisplayNode()
+    display.SetColor(*WARNING_COLOUR)
+    display.SetSelectedColor(*WARNING_COLOUR)
+    display.SetGlyphType(slicer.vtkMRMLMarkupsDisplayNode.Circle2D)
+    display.SetGlyphScale(display.GetGlyphScale() * FLAGGED_GLYPH_FACTOR)
+    display.SetPointLabelsVisibility(False)
+    display.SetPropertiesLabelVisibility(False)
+    return node
+
+
+def show_flagged(node, points, flagged: list[int]) -> None:
+    """Put one ring on each flagged landmark (indices 0-67), where that landmark's point is now, named like it."""
+    indices = point_indices(points)
+    with _modifying(node):
+        node.RemoveAllControlPoints()
+        for k in flagged:
+            if k in indices:
+                position = points.GetNthControlPointPosition(indices[k])
+                node.AddControlPoint(vtk.vtkVector3d(*position), point_names()[k])
 
 
 # ---------------------------------------------------------------------- Cobb angle lines and table

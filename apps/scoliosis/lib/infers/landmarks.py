@@ -1,8 +1,9 @@
 """Inference task `vertebral_landmarks`: 68 corners, centres, Cobb angles and uncertainty for one radiograph.
 
 The answer is a label document in our JSON format (docs/label-format.md) with the prediction's extra keys,
-so a client can show it, edit it and send it back as a label unchanged. Bad input is the client's error and
-gets a 4xx answer that says what is wrong; it never reaches the model.
+so a client can show it, edit it and send it back as a label unchanged. MONAI Label's default multipart answer
+(what the stock MONAI Label module in 3D Slicer asks for) adds a Slicer markups file with the 68 named points.
+Bad input is the client's error and gets a 4xx answer that says what is wrong; it never reaches the model.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from lib.configs.landmarks import ConfigError, flag
 from lib.landmark_model import LandmarkModel
 from spinecascade.errors import ImageError, ModelFileError
 from spinecascade.io.images import load_image
-from spinecascade.io.labels import label_to_json_dict
+from spinecascade.io.labels import label_to_json_dict, label_to_mrk_dict
 from spinecascade.landmarks import VERTEBRAE
 
 log = logging.getLogger(__name__)
@@ -75,18 +76,26 @@ class VertebralLandmarks(InferTask):
             raise HTTPException(503, "the landmark model is not available on this server") from None
         prediction.timings_ms["decode"] = round((decoded - started) * 1e3, 2)
         prediction.timings_ms["server"] = round((time.perf_counter() - started) * 1e3, 2)
-        result = label_to_json_dict(prediction.to_label(None, radiograph.spacing))
+        label = prediction.to_label(None, radiograph.spacing)
+        result = label_to_json_dict(label)
         result["image"]["name"] = os.path.basename(path) if image_id else None  # not the upload's temporary name
         log.info("%s: PT %.1f, MT %.1f, TL %.1f deg, uncertainty %.1f px, %.0f ms (model %s)", name,
                  *prediction.cobb.as_array(), prediction.image_uncertainty, prediction.timings_ms["server"],
                  prediction.model.get("version"))
+        if prediction.quality.review_needed:
+            log.warning("%s: review needed: %s", name, "; ".join(prediction.quality.reasons))
         if image_id and save_label:
             # MONAI Label stores a returned file as the image's label (tag "original" unless label_tag says).
-            return _write_temporary(result), result
-        return None, result
+            return _write_temporary(result, ".json"), result
+        # The file part of MONAI Label's multipart answer (its default; `output=json` leaves it out): a Slicer
+        # point list in the film's RAS, which the stock MONAI Label module loads with slicer.util.loadMarkups.
+        label.image_name = image_id or None
+        markups = label_to_mrk_dict(label, radiograph.spacing or (1.0, 1.0), radiograph.origin, "RAS")
+        return _write_temporary(markups, ".mrk.json"), result
 
 
-def _write_temporary(document: dict[str, Any]) -> str:
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as handle:
+def _write_temporary(document: dict[str, Any], suffix: str) -> str:
+    with tempfile.NamedTemporaryFile("w", prefix="spinecascade-", suffix=suffix, delete=False,
+                                     encoding="utf-8") as handle:
         json.dump(document, handle)
     return handle.name

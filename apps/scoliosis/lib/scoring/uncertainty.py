@@ -1,9 +1,10 @@
-"""Scoring method `landmark_uncertainty`: each unlabelled image's mean landmark uncertainty, cached per model.
+"""Scoring method `landmark_uncertainty`: each unlabelled image's review flag and mean landmark uncertainty, cached
+per model.
 
-The score is the disagreement, in pixels, between the predictions on an image and on its mirror
-(Prediction.image_uncertainty). It is stored in the datastore's image info with the model version it was
-computed with, so the active-learning strategy reads it instead of running the model over the datastore,
-and a new model's scores replace the old ones on the next run.
+The score is the prediction's review flag (Prediction.quality) and the disagreement, in pixels, between the
+predictions on an image and on its mirror (Prediction.image_uncertainty). It is stored in the datastore's image
+info with the model version it was computed with, so the active-learning strategy reads it instead of running
+the model over the datastore, and a new model's scores replace the old ones on the next run.
 """
 
 from __future__ import annotations
@@ -23,29 +24,35 @@ from spinecascade.io.images import load_image
 log = logging.getLogger(__name__)
 
 
-def cached_score(info: dict[str, Any], version: str) -> float | None:
-    """The stored score if it was computed by this model version; NaN marks an image that cannot be read."""
+Score = tuple[bool, float]  # (review needed, mean uncertainty in pixels); NaN: the image cannot be read
+
+
+def cached_score(info: dict[str, Any], version: str) -> Score | None:
+    """The stored score if it was computed by this model version."""
     entry = info.get(SCORING)
     if not isinstance(entry, dict) or entry.get("model") != version:
         return None
-    return float(entry["value"]) if entry.get("value") is not None else float("nan")
+    value = float(entry["value"]) if entry.get("value") is not None else float("nan")
+    return bool(entry.get("review_needed", False)), value
 
 
-def score_image(model: LandmarkModel, datastore: Datastore, image_id: str, version: str) -> float:
-    """Predict, store the score in the image info, and return it (NaN for an unreadable image)."""
+def score_image(model: LandmarkModel, datastore: Datastore, image_id: str, version: str) -> Score:
+    """Predict, store the score in the image info, and return it."""
     entry: dict[str, Any] = {"model": version, "ts": int(time.time()), "unit": "pixel"}
     try:
-        entry["value"] = model.predict(load_image(datastore.get_image_uri(image_id))).image_uncertainty
+        prediction = model.predict(load_image(datastore.get_image_uri(image_id)))
+        entry.update(value=prediction.image_uncertainty, review_needed=prediction.quality.review_needed)
     except ImageError as exc:
         log.warning("cannot score %s: %s", image_id, exc)
         entry.update(value=None, error=str(exc))
     datastore.update_image_info(image_id, {SCORING: entry})
-    return float("nan") if entry["value"] is None else float(entry["value"])
+    return bool(entry.get("review_needed", False)), float("nan") if entry["value"] is None else float(entry["value"])
 
 
 class LandmarkUncertaintyScoring(ScoringMethod):
     def __init__(self, model: LandmarkModel) -> None:
-        super().__init__("Mean landmark uncertainty (mirror disagreement, pixels) of each unlabelled image")
+        super().__init__("Review flag and mean landmark uncertainty (mirror disagreement, pixels) of each unlabelled "
+                         "image")
         self.model = model
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:

@@ -1,0 +1,65 @@
+"""The review flag of a prediction: whether a person should look at it before it is used, and why.
+
+A wrong answer without a flag is the worst outcome; a flag on a good film costs a clinician a look. Two kinds of
+evidence are read off the answer itself:
+- its landmarks break the structure every spine has (the label checker's rules: vertebrae out of order,
+  doubled, overlapping, implausibly sized, or outside the film);
+- the model disagrees with itself: each film is predicted with its mirror, and where the two answers differ by
+  more than a share of a vertebra's height the points are flagged, and the film when they differ on average.
+The limits are shares of the answer's own median vertebra height, so that one limit fits films of any size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from spinecascade.landmarks import N_POINTS
+from spinecascade.measurement.label_check import RULES, check_landmarks
+
+# Mean mirror disagreement, as a share of the median vertebra height, above which the film is flagged, and the
+# per-landmark share above which a point is. Chosen on the consistent split's training images (docs/experiments.md).
+FILM_UNCERTAINTY_LIMIT = 0.25
+POINT_UNCERTAINTY_LIMIT = 0.5
+
+
+@dataclass(frozen=True)
+class Quality:
+    review_needed: bool
+    reasons: list[str] = field(default_factory=list)
+    flagged_landmarks: list[int] = field(default_factory=list)  # indices 0..67 in the landmark order
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def median_vertebra_height(landmarks: np.ndarray) -> float:
+    """The median distance between the middles of each vertebra's top and bottom endplates, in pixels."""
+    lm = landmarks.reshape(-1, 4, 2)
+    return float(np.median(np.linalg.norm(lm[:, 2:].mean(axis=1) - lm[:, :2].mean(axis=1), axis=-1)))
+
+
+def assess(landmarks: np.ndarray, uncertainty: np.ndarray | None, width: int, height: int) -> Quality:
+    """The review flag of an answer: (17, 4, 2) landmarks in the film's pixels and their mirror disagreement
+    (68,) in pixels (None when the answer was made without the mirror)."""
+    reasons: list[str] = []
+    flagged: set[int] = set()
+    findings = check_landmarks(landmarks, width, height)
+    for rule in sorted({f.rule for f in findings}):
+        where = sorted({f.vertebra for f in findings if f.rule == rule and f.vertebra})
+        at = f" ({', '.join(where)})" if where else ""
+        reasons.append(f"the landmarks do not form a plausible spine: {RULES[rule]}{at}")
+    scale = max(median_vertebra_height(landmarks), 1.0)
+    if uncertainty is not None:
+        points = np.flatnonzero(uncertainty > POINT_UNCERTAINTY_LIMIT * scale)
+        flagged.update(int(i) for i in points)
+        mean = float(uncertainty.mean())
+        limit = FILM_UNCERTAINTY_LIMIT * scale
+        if mean > limit:
+            reasons.append(f"landmark uncertainty {mean:.0f} px above this film's limit of {limit:.0f} px "
+                           f"({FILM_UNCERTAINTY_LIMIT:g} of a vertebra's height)")
+        elif len(points):
+            reasons.append(f"{len(points)} of {N_POINTS} landmarks uncertain (more than {POINT_UNCERTAINTY_LIMIT:g} "
+                           "of a vertebra's height)")
+    return Quality(bool(reasons), reasons, sorted(flagged))
