@@ -19,7 +19,8 @@ from spinecascade.landmarks import N_POINTS
 from spinecascade.measurement.label_check import RULES, check_landmarks
 
 # Mean mirror disagreement, as a share of the median vertebra height, above which the film is flagged, and the
-# per-landmark share above which a point is. Chosen on the consistent split's training images (docs/experiments.md).
+# per-landmark share above which a point is. Set between the shipped model's tight films (median 0.045) and the
+# 30 unlabelled full-length films it misreads (all above 0.28); the rates they give: docs/experiments.md.
 FILM_UNCERTAINTY_LIMIT = 0.25
 POINT_UNCERTAINTY_LIMIT = 0.5
 

@@ -54,20 +54,22 @@ def mean_shape_centres(cascade: Cascade, images: TrainingSet) -> np.ndarray:
 
 
 class Phase:
-    """One trained part. Subclasses set `name`, `module`, `epochs`, `batch_images` and `targets`."""
+    """One trained part: its module, settings (epochs, batch size, learning rate, ...) and targets."""
 
     name: str
-    module: nn.Module
-    epochs: int
-    batch_images: int
-    targets: np.ndarray
     per_batch_schedule = True
 
-    def __init__(self, cascade: Cascade, images: TrainingSet, train: TrainConfig) -> None:
+    def __init__(self, cascade: Cascade, images: TrainingSet, train: TrainConfig, module: nn.Module, settings: Any,
+                 targets: np.ndarray) -> None:
         self.cascade = cascade
         self.images = images
         self.train = train
         self.device = images.device
+        self.module = module
+        self.settings = settings
+        self.epochs: int = settings.epochs
+        self.batch_images: int = settings.batch_images
+        self.targets = targets
 
     def inputs(self, points: np.ndarray) -> np.ndarray:
         """This phase's input points from the previous phase's output."""
@@ -119,12 +121,7 @@ class FilmStartPhase(Phase):
     name = "film start"
 
     def __init__(self, cascade: Cascade, images: TrainingSet, train: TrainConfig) -> None:
-        super().__init__(cascade, images, train)
-        self.module = cascade.film_start
-        self.settings = train.film_start
-        self.epochs = self.settings.epochs
-        self.batch_images = self.settings.batch_images
-        self.targets = images.centres
+        super().__init__(cascade, images, train, cascade.film_start, train.film_start, images.centres)
         self.factor = cascade.config.centre.source_downsample
 
     def optimizer(self) -> torch.optim.Optimizer:
@@ -176,17 +173,14 @@ class StagePhase(Phase):
 
     def __init__(self, cascade: Cascade, images: TrainingSet, train: TrainConfig, step: str, index: int,
                  fit_shape_model: bool) -> None:
-        super().__init__(cascade, images, train)
+        centre = step == "centre"
+        super().__init__(cascade, images, train, (cascade.centre_stages if centre else cascade.corner_stages)[index],
+                         train.stages, images.centres if centre else images.corners)
         self.step = step
         self.index = index
         self.fit_shape_model = fit_shape_model
-        stages = cascade.centre_stages if step == "centre" else cascade.corner_stages
-        self.module = stages[index]
         self.name = f"{step} stage {index + 1}/{cascade.config.n_stages}"
-        self.settings = train.stages
-        self.epochs = self.settings.epochs if step == "centre" else self.settings.corner_epochs
-        self.batch_images = self.settings.batch_images
-        self.targets = images.centres if step == "centre" else images.corners
+        self.epochs = self.settings.epochs if centre else self.settings.corner_epochs
         step_config = cascade.config.centre if step == "centre" else cascade.config.corner
         self.factor = step_config.source_downsample
         self.strength = self.settings.warp_strength if step == "centre" else self.settings.corner_warp_strength
@@ -244,25 +238,35 @@ class StagePhase(Phase):
         return np.concatenate(out).astype(np.float64)
 
 
-class LevelFinderPhase(Phase):
-    """The level finder, trained on priors drawn around the true centres and strips stretched and shifted."""
-
-    name = "level finder"
-
-    def __init__(self, cascade: Cascade, images: TrainingSet, train: TrainConfig) -> None:
-        super().__init__(cascade, images, train)
-        self.module = cascade.level_finder
-        self.settings = train.level_finder
-        self.epochs = self.settings.epochs
-        self.batch_images = self.settings.batch_images
-        self.targets = images.centres
-        self.draw_config = LevelPriorConfig().for_height(cascade.config.preprocess.height)
+class _AlongTheSpinePhase(Phase):
+    """A part that reads the full-resolution film around given centres, trained with AdamW under a one-cycle
+    schedule (the level finder and the corner heatmaps)."""
 
     def optimizer(self):
         return torch.optim.AdamW(self.module.parameters(), lr=self.settings.learning_rate, weight_decay=1e-4)
 
     def scheduler(self, optimizer, batches_per_epoch):
         return self._one_cycle(optimizer, self.settings, batches_per_epoch)
+
+    @torch.no_grad()
+    def _run_at(self, points: np.ndarray) -> np.ndarray:
+        self.module.eval()
+        out = []
+        for idx in self._chunks():
+            films, _ = self.images.films(idx)
+            centres = torch.from_numpy(points[idx, 0]).float().to(self.device)
+            out.append(self.module(standardise(films), centres).cpu().numpy())
+        return np.concatenate(out).astype(np.float64)
+
+
+class LevelFinderPhase(_AlongTheSpinePhase):
+    """The level finder, trained on priors drawn around the true centres and strips stretched and shifted."""
+
+    name = "level finder"
+
+    def __init__(self, cascade: Cascade, images: TrainingSet, train: TrainConfig) -> None:
+        super().__init__(cascade, images, train, cascade.level_finder, train.level_finder, images.centres)
+        self.draw_config = LevelPriorConfig().for_height(cascade.config.preprocess.height)
 
     def draws(self, n, generator):
         return LevelDraws.draw(n, self.draw_config, generator, N_VERTEBRAE)
@@ -275,15 +279,8 @@ class LevelFinderPhase(Phase):
                       draws.row_shift.float().to(self.device))
         return F.smooth_l1_loss(found, truth.float().to(self.device), beta=2.0)
 
-    @torch.no_grad()
     def run(self, points):
-        self.module.eval()
-        out = []
-        for idx in self._chunks():
-            films, _ = self.images.films(idx)
-            centres = torch.from_numpy(points[idx, 0]).float().to(self.device)
-            out.append(self.module(standardise(films), centres).cpu().numpy())
-        return np.concatenate(out).astype(np.float64)[:, None]
+        return self._run_at(points)[:, None]
 
 
 class _Locate(nn.Module):
@@ -297,31 +294,20 @@ class _Locate(nn.Module):
         return self.heatmaps.locate(images, centres, angles)
 
 
-class CornerHeatmapsPhase(Phase):
+class CornerHeatmapsPhase(_AlongTheSpinePhase):
     """The corner heatmaps, trained in windows around moved true centres: step 1's outputs on its own training
     films are nearer the truth than on unseen ones, so the windows are placed by drawn misses instead."""
 
     name = "corner heatmaps"
 
     def __init__(self, cascade: Cascade, images: TrainingSet, train: TrainConfig) -> None:
-        super().__init__(cascade, images, train)
-        self.module = cascade.corner_heatmaps
-        self.settings = train.corner_heatmaps
-        self.epochs = self.settings.epochs
-        self.batch_images = self.settings.batch_images
-        self.targets = images.corners
+        super().__init__(cascade, images, train, cascade.corner_heatmaps, train.corner_heatmaps, images.corners)
         height = cascade.config.preprocess.height
         self.draw_config = CornerDrawConfig().for_height(height)
         self.beta = height / 680  # a pixel of the 680-px image
 
     def trainable(self) -> nn.Module:
         return _Locate(self.module)
-
-    def optimizer(self):
-        return torch.optim.AdamW(self.module.parameters(), lr=self.settings.learning_rate, weight_decay=1e-4)
-
-    def scheduler(self, optimizer, batches_per_epoch):
-        return self._one_cycle(optimizer, self.settings, batches_per_epoch)
 
     def draws(self, n, generator):
         return CornerDraws.draw(n, self.draw_config, generator, N_VERTEBRAE)
@@ -343,15 +329,8 @@ class CornerHeatmapsPhase(Phase):
             centres = torch.from_numpy(points[:, 0]).float().to(self.device)
             return self.cascade.initial_corners(centres).cpu().double().numpy()
 
-    @torch.no_grad()
     def run(self, points):
-        self.module.eval()
-        out = []
-        for idx in self._chunks():
-            films, _ = self.images.films(idx)
-            centres = torch.from_numpy(points[idx, 0]).float().to(self.device)
-            out.append(self.module(standardise(films), centres).cpu().numpy())
-        return np.concatenate(out).astype(np.float64)
+        return self._run_at(points)
 
 
 def cascade_phases(cascade: Cascade, images: TrainingSet, train: TrainConfig, fit_shape_models: bool) -> list[Phase]:
