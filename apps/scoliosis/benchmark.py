@@ -28,8 +28,9 @@ from pathlib import Path
 
 import requests
 
+from spinecascade.method.model_file import shipped_model_path
+
 APP = Path(__file__).resolve().parent
-DEFAULT_MODEL = APP / "model" / "spinecascade.safetensors"
 DEFAULT_IMAGE = APP / "sample_studies" / "sunhl-1th-26-Jul-2016-70_A_AP.jpg"
 TASK = "vertebral_landmarks"
 
@@ -38,7 +39,8 @@ log = logging.getLogger("benchmark")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model file (default: the shipped one)")
+    parser.add_argument("--model", type=Path, default=shipped_model_path(),
+                        help="model file (default: the shipped one)")
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="the radiograph to send")
     parser.add_argument("--requests", type=int, default=30, help="requests per measurement (default 30)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients for the throughput (default 4)")
