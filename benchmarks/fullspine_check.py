@@ -1,15 +1,18 @@
-"""A model on the unlabelled full-length films against the rows annotated by eye (fullspine_annotations.json).
+"""A model on the unlabelled full-length films against the rows annotated by eye
+(spinecascade/training/fullspine_annotations.json, how: docs/fullspine-annotations.md).
 
 For each film: how far the predicted top of T1 and bottom of L5 lie from the annotated rows, in levels (the
-annotated T1-top to L5-bottom span / 17), and whether the answer carries the review flag. A film counts as
-placed when both lie within a level. The annotations are one person's reading of the films, not expert labels
-(fullspine_annotations.md).
+annotated T1-top to L5-bottom span / 17), the locator's spreads, and whether the answer carries the review flag and
+why. A film counts as placed when both lie within a level (and is counted again within half a level). The
+annotations are one person's reading of the films, not expert labels.
 
-With --crop-from-annotations the model reads a crop framed as the AASCE training films are (the median margins
-above T1 and below L5 of the 481 labels, 3.4 % and 7.8 % of the T1-L5 span, and their median aspect ratio, 0.372)
-around the annotated rows: what a prediction would give after a perfect localisation of the spine.
+--fold-locators DIR: the model's spine locator is replaced, film by film, by the one of
+benchmarks/spine_locator_folds.py --save-dir DIR whose fold left that film out: the figures of films the locator
+was not trained on. --crop-from-annotations: no locator; the model reads a crop framed as the AASCE training films
+are around the annotated rows (what a perfect localisation would give). --overlays DIR: one PNG per film.
 
-Run: python benchmarks/fullspine_check.py ../shared/fullspine [--model M] [--crop-from-annotations]
+Run: python benchmarks/fullspine_check.py ../shared/fullspine [--model M] [--fold-locators DIR]
+     [--crop-from-annotations] [--overlays DIR]
 """
 
 from __future__ import annotations
@@ -19,12 +22,17 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from spinecascade.io.images import Radiograph, load_image
+from spinecascade.io.overlay import write_overlay
+from spinecascade.measurement.cobb import cobb_angles
+from spinecascade.method.model_file import default_model_path, load_model
 from spinecascade.method.prediction import Prediction, Predictor
+from spinecascade.method.spine_locator import TRAINING_FRAMING, LocatorConfig, SpineLocator
+from spinecascade.training.spine_locator import annotations_path
 
-ANNOTATIONS = Path(__file__).with_name("fullspine_annotations.json")
-TOP_MARGIN, BOTTOM_MARGIN, ASPECT = 0.034, 0.078, 0.372  # of the AASCE labels' T1-L5 span; width / height
+TOP_MARGIN, BOTTOM_MARGIN, ASPECT = TRAINING_FRAMING
 
 
 def predict_in_crop(predictor: Predictor, path: Path, truth: dict) -> tuple[Prediction, np.ndarray]:
@@ -40,17 +48,37 @@ def predict_in_crop(predictor: Predictor, path: Path, truth: dict) -> tuple[Pred
     return prediction, prediction.landmarks + np.array([x0, y0])
 
 
+def fold_predictors(model: Path, folder: Path, names: list[str]) -> dict[str, Predictor]:
+    """For each film, a predictor whose locator is the saved one of the fold that left the film out (films are
+    dealt to the folds in name order, as spine_locator_folds.py does)."""
+    cascade, _ = load_model(model)
+    saved = sorted(folder.glob("locator-fold*.pt"))
+    predictors = []
+    for path in saved:
+        cascade.spine_locator = SpineLocator(cascade.config.spine_locator or LocatorConfig())
+        cascade.spine_locator.load_state_dict(torch.load(path))
+        predictors.append(Predictor(cascade, device="cpu"))
+    return {name: predictors[i % len(saved)] for i, name in enumerate(names)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("films", type=Path)
     parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--fold-locators", type=Path, default=None, metavar="DIR")
     parser.add_argument("--crop-from-annotations", action="store_true",
                         help="predict on a crop framed like the training films around the annotated spine")
+    parser.add_argument("--overlays", type=Path, default=None, metavar="DIR")
     args = parser.parse_args()
-    films = json.loads(ANNOTATIONS.read_text())["films"]
-    predictor = Predictor(args.model, device="cpu")
-    placed = flagged = 0
-    for name, truth in sorted(films.items()):
+    films = json.loads(annotations_path().read_text())["films"]
+    names = sorted(films)
+    if args.fold_locators:
+        predictors = fold_predictors(args.model or default_model_path(), args.fold_locators, names)
+    else:
+        predictors = dict.fromkeys(names, Predictor(args.model, device="cpu"))
+    placed = placed_half = flagged = flagged_misplaced = 0
+    for name in names:
+        truth, predictor = films[name], predictors[name]
         if args.crop_from_annotations:
             prediction, landmarks = predict_in_crop(predictor, args.films / name, truth)
         else:
@@ -61,12 +89,25 @@ def main() -> None:
         level = (truth["l5_bottom"]["row"] - truth["t1_top"]["row"]) / 17
         t1 = (top - truth["t1_top"]["row"]) / level
         l5 = (bottom - truth["l5_bottom"]["row"]) / level
-        placed += abs(t1) < 1 and abs(l5) < 1
-        flagged += prediction.quality.review_needed
-        review = "yes" if prediction.quality.review_needed else "no"
-        print(f"{name:22s} T1 {t1:+5.1f}  L5 {l5:+5.1f} levels  review {review}")
-    print(f"placed (T1 top and L5 bottom within a level of the annotation): {placed} of {len(films)}; "
-          f"flagged for review: {flagged} of {len(films)}")
+        good = abs(t1) < 1 and abs(l5) < 1
+        placed += good
+        placed_half += abs(t1) < 0.5 and abs(l5) < 0.5
+        review = prediction.quality.review_needed
+        flagged += review
+        flagged_misplaced += review and not good
+        spine = prediction.spine
+        spreads = f"spreads {spine.t1_spread:.2f} {spine.l5_spread:.2f}" if spine else ""
+        reasons = "; ".join(prediction.quality.reasons) if review else "no"
+        print(f"{name:22s} T1 {t1:+5.2f}  L5 {l5:+5.2f} levels  {spreads}  review {reasons}")
+        if args.overlays:
+            args.overlays.mkdir(parents=True, exist_ok=True)
+            film = load_image(args.films / name).to_uint8()
+            write_overlay(args.overlays / f"{Path(name).stem}.png", film, landmarks,
+                          cobb_angles(landmarks, film.shape[0]))
+    n = len(names)
+    print(f"placed (T1 top and L5 bottom within a level of the annotation): {placed} of {n}, within half a level: "
+          f"{placed_half} of {n}; flagged for review: {flagged} of {n} ({flagged_misplaced} of the {n - placed} not "
+          f"placed, {flagged - flagged_misplaced} of the {placed} placed)")
 
 
 if __name__ == "__main__":

@@ -69,7 +69,8 @@ def test_consistent_split_keeps_last_50_for_test(tmp_path: Path) -> None:
     train, test = dataset.split("consistent-train"), dataset.split("consistent-test")
     assert [s.name for s in train + test] == dataset.names == [s.name for s in dataset.split("all")]
     assert (len(train), len(test)) == (3, 50)
-    assert SPLITS == ("consistent-train", "consistent-test", "all", "consistent-fit", "consistent-val")
+    assert SPLITS == ("consistent-train", "consistent-test", "all", "consistent-fit", "consistent-val", "period-2016",
+                      "period-2017")
     with pytest.raises(DatasetError, match="unknown split 'val'"):
         dataset.split("val")
     with pytest.raises(DatasetError, match="consistent-fit needs more than 100 images"):
@@ -82,6 +83,26 @@ def test_validation_split_inside_the_consistent_training_part(tmp_path: Path) ->
     fit, val = dataset.split("consistent-fit"), dataset.split("consistent-val")
     assert (len(fit), len(val)) == (3, 50)
     assert [s.name for s in fit + val] == [s.name for s in dataset.split("consistent-train")]
+
+
+def test_period_split_goes_by_the_year_in_the_name(tmp_path: Path) -> None:
+    make_dataset(tmp_path, 3, size=(16, 16))
+    labels = tmp_path / "labels" / "training"
+    names = ["sunhl-1th-02-Jan-2017-162 A AP.jpg", "sunhl-1th-20-Jul-2016-coronal1.jpg",
+             "sunhl-1th-07-Dec-2016-110 B AP.jpg"]
+    for k, name in enumerate(names):
+        (tmp_path / "data" / "training" / f"img {k:03d}.jpg").rename(tmp_path / "data" / "training" / name)
+        (labels / f"img {k:03d}.jpg.mat").rename(labels / f"{name}.mat")
+    (labels / "filenames.csv").write_text("".join(f"{n}\n" for n in names))
+    dataset = AasceDataset(tmp_path)
+    assert [s.name for s in dataset.split("period-2016")] == names[1:]
+    assert [s.name for s in dataset.split("period-2017")] == names[:1]
+    (labels / "filenames.csv").write_text("".join(f"{n}\n" for n in [*names, "img 003.jpg"]))
+    Image.new("L", (16, 16), 128).save(tmp_path / "data" / "training" / "img 003.jpg")
+    write_mat(labels / "img 003.jpg.mat", np.ones(SHAPE))
+    (labels / "angles.csv").unlink()
+    with pytest.raises(DatasetError, match="'img 003.jpg' has none"):
+        AasceDataset(tmp_path).split("period-2016")
 
 
 def test_consistent_split_needs_more_than_50_images(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ Arrays are float64 of shape (17, 4, 2) holding pixel (x, y) with the origin at t
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 
 from spinecascade.errors import LabelError
@@ -102,3 +104,21 @@ def validate(
                 f"the {width:g} x {height:g} image"
             )
     return arr
+
+
+@dataclass(frozen=True)
+class SpineExtent:
+    """What the locator found, in the film's pixels; spreads in levels (the T1-L5 span / 17)."""
+
+    t1_top: float  # row of T1's top endplate
+    l5_bottom: float  # row of L5's bottom endplate
+    x: float  # the spine's column between them
+    t1_spread: float
+    l5_spread: float
+
+    @property
+    def level(self) -> float:
+        return (self.l5_bottom - self.t1_top) / N_VERTEBRAE
+
+    def as_dict(self) -> dict:
+        return {k: round(v, 2) for k, v in asdict(self).items()}

@@ -7,9 +7,11 @@ from pathlib import Path
 
 from spinecascade.io.dataset import AasceDataset, Sample
 
-SPLIT_CHOICES = ("consistent", "consistent-test", "all", "consistent-fit", "consistent-val")
+SPLIT_CHOICES = ("consistent", "consistent-test", "all", "consistent-fit", "consistent-val", "period-2016",
+                 "period-2017")
 _SPLITS = {"consistent": "consistent-train", "consistent-test": "consistent-test", "all": "all",
-           "consistent-fit": "consistent-fit", "consistent-val": "consistent-val"}
+           "consistent-fit": "consistent-fit", "consistent-val": "consistent-val", "period-2016": "period-2016",
+           "period-2017": "period-2017"}
 
 
 def dataset_split(root: Path, folder: str, split: str) -> list[Sample]:

@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE",
                    help="change one setting of the recipe, e.g. --set train.film_start.framing=80 or --set "
                    "model.n_stages=2 (repeatable; --show lists them all)")
+    p.add_argument("--full-length", type=Path, default=None, metavar="DIR",
+                   help="folder of the full-length films whose rows we annotated (the AASCE test release's 30, "
+                   "e.g. ../shared/fullspine): the spine locator trains on them too")
     p.add_argument("--show", action="store_true", help="print the recipe's settings as JSON and exit")
 
 
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     samples = dataset_split(args.data, args.folder, args.split)
     data = {"root": str(args.data), "folder": args.folder, "split": args.split}
     result = train_model(recipe, samples, args.out, base=args.finetune, device=args.device, data=data,
-                         progress=rank == 0)
+                         progress=rank == 0, full_length=args.full_length)
     if result.written:
         seconds = result.info["train"]["seconds"]
         print(f"wrote {args.out} ({result.info['data']['n_images']} images, recipe {recipe.name}, {seconds:.0f} s)")

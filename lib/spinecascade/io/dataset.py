@@ -10,6 +10,7 @@ filenames.csv fixes the row order, and with it the split, so results stay compar
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,11 +29,15 @@ from spinecascade.landmarks import denormalise
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("consistent-train", "consistent-test", "all", "consistent-fit", "consistent-val")
+SPLITS = ("consistent-train", "consistent-test", "all", "consistent-fit", "consistent-val", "period-2016",
+          "period-2017")
 # The consistent split: the last 50 rows of filenames.csv are the test set, the rest (431 in AASCE) train.
 # Choices are made without the test set: the last 50 training rows validate ("consistent-val") what is trained
 # on the rows before them ("consistent-fit", 381 in AASCE).
 CONSISTENT_TEST_SIZE = 50
+# The acquisition-period split: AASCE names carry the date of the film ("sunhl-1th-02-Jan-2017-162 A AP.jpg");
+# the 248 films of 2016 and the 233 of 2017 each validate what is trained on the other.
+_FILM_YEAR = re.compile(r"-[A-Z][a-z]{2}-(\d{4})-")
 
 
 class DatasetError(LabelError):
@@ -109,6 +114,8 @@ class AasceDataset:
             return list(self.samples)
         if name not in SPLITS:
             raise DatasetError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
+        if name.startswith("period-"):
+            return self._period(name.removeprefix("period-"))
         if len(self.samples) <= CONSISTENT_TEST_SIZE:
             raise DatasetError(
                 f"{self.label_dir}: the consistent split needs more than {CONSISTENT_TEST_SIZE} images, "
@@ -125,6 +132,14 @@ class AasceDataset:
                                f"this folder has {len(self.samples)}")
         fit_cut = len(train) - CONSISTENT_TEST_SIZE
         return list(train[:fit_cut] if name == "consistent-fit" else train[fit_cut:])
+
+    def _period(self, year: str) -> list[Sample]:
+        dated = [(s, _FILM_YEAR.search(s.name)) for s in self.samples]
+        undated = [s.name for s, match in dated if match is None]
+        if undated:
+            raise DatasetError(f"{self.label_dir}: the period split needs the year in each name "
+                               f"('...-02-Jan-2017-162 A AP.jpg'); {undated[0]!r} has none")
+        return [s for s, match in dated if match.group(1) == year]
 
     def _angles(self, rows: int) -> np.ndarray | None:
         path = self.label_dir / "angles.csv"

@@ -7,6 +7,8 @@ evidence are read off the answer itself:
 - the model disagrees with itself: each film is predicted with its mirror, and where the two answers differ by
   more than a share of a vertebra's height the points are flagged, and the film when they differ on average.
 The limits are shares of the answer's own median vertebra height, so that one limit fits films of any size.
+Where the model has a spine locator, what it found is a third kind: a spine that runs out of the film (T1 or L5
+not in it), and a locator unsure where T1 begins or L5 ends (the spread of its row distribution, in levels).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from spinecascade.landmarks import N_POINTS
+from spinecascade.landmarks import N_POINTS, SpineExtent
 from spinecascade.measurement.label_check import RULES, check_landmarks
 
 # Mean mirror disagreement, as a share of the median vertebra height, above which the film is flagged, and the
@@ -23,6 +25,11 @@ from spinecascade.measurement.label_check import RULES, check_landmarks
 # 30 unlabelled full-length films it misreads (all above 0.28); the rates they give: docs/experiments.md.
 FILM_UNCERTAINTY_LIMIT = 0.25
 POINT_UNCERTAINTY_LIMIT = 0.5
+# How far, in levels, T1's top may lie above the film's top edge or L5's bottom below its bottom edge before the
+# film counts as not showing it; and the spread of the locator's rows, in levels, above which the levels are
+# uncertain (docs/experiments.md, 2026-12-05 afternoon).
+OUTSIDE_LIMIT = 0.5
+LOCATOR_SPREAD_LIMIT = 1.0
 
 
 @dataclass(frozen=True)
@@ -41,10 +48,31 @@ def median_vertebra_height(landmarks: np.ndarray) -> float:
     return float(np.median(np.linalg.norm(lm[:, 2:].mean(axis=1) - lm[:, :2].mean(axis=1), axis=-1)))
 
 
-def assess(landmarks: np.ndarray, uncertainty: np.ndarray | None, width: int, height: int) -> Quality:
-    """The review flag of an answer: (17, 4, 2) landmarks in the film's pixels and their mirror disagreement
-    (68,) in pixels (None when the answer was made without the mirror)."""
-    reasons: list[str] = []
+def spine_reasons(spine: SpineExtent, height: int) -> list[str]:
+    """What the spine locator's finding says against the answer."""
+    if spine.l5_bottom - spine.t1_top < 0.05 * height:
+        return ["no spine found: the locator found no stretch from T1 to L5 in the film"]
+    reasons = []
+    level = spine.level
+    if spine.t1_top < -OUTSIDE_LIMIT * level:
+        reasons.append("levels uncertain: the spine runs out of the film at the top, T1 and the first ribs are not "
+                       "in it")
+    if spine.l5_bottom > height + OUTSIDE_LIMIT * level:
+        reasons.append("levels uncertain: the spine runs out of the film at the bottom, L5 and the sacrum are not "
+                       "in it")
+    for name, spread in (("where T1 begins", spine.t1_spread), ("where L5 ends", spine.l5_spread)):
+        if spread > LOCATOR_SPREAD_LIMIT:
+            reasons.append(f"levels uncertain: the locator cannot tell {name} (spread {spread:.1f} levels, above "
+                           f"the limit of {LOCATOR_SPREAD_LIMIT:g})")
+    return reasons
+
+
+def assess(landmarks: np.ndarray, uncertainty: np.ndarray | None, width: int, height: int,
+           spine: SpineExtent | None = None) -> Quality:
+    """The review flag of an answer: (17, 4, 2) landmarks in the film's pixels, their mirror disagreement (68,)
+    in pixels (None when the answer was made without the mirror) and the spine locator's finding (None without
+    one)."""
+    reasons: list[str] = spine_reasons(spine, height) if spine is not None else []
     flagged: set[int] = set()
     findings = check_landmarks(landmarks, width, height)
     for rule in sorted({f.rule for f in findings}):

@@ -26,6 +26,7 @@ from spinecascade.method.encoder import TruncatedMobileNetV2
 from spinecascade.method.level_finder import LevelConfig, LevelFinder
 from spinecascade.method.preprocessing import PreprocessConfig
 from spinecascade.method.shape_model import ShapeModel
+from spinecascade.method.spine_locator import LocatorConfig, SpineLocator
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,9 @@ class CascadeConfig:
     level_finder: LevelConfig | None = None
     # The window around each centre whose heatmaps start step 2; None: the mean corner layout starts it.
     corner_heatmaps: CornerHeatmapConfig | None = None
+    # The network that finds the spine on the whole film before the cascade runs on a crop framed around it;
+    # None: the cascade reads the whole film.
+    spine_locator: LocatorConfig | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -69,10 +73,12 @@ class CascadeConfig:
         if unknown:
             raise ValueError(f"unknown model setting(s) {sorted(unknown)}")
         film, levels, corners = d["film_start"], d["level_finder"], d["corner_heatmaps"]
+        locator = d.get("spine_locator")
         config = cls(PreprocessConfig(**d["preprocess"]), step(d["centre"]), step(d["corner"]), d["n_stages"],
                      d["centred_pca"], d["feature_dim"], d["align_corner_start"], tuple(film) if film else None,
                      LevelConfig.from_dict(levels) if levels else None,
-                     CornerHeatmapConfig.from_dict(corners) if corners else None)
+                     CornerHeatmapConfig.from_dict(corners) if corners else None,
+                     LocatorConfig.from_dict(locator) if locator else None)
         config.check()
         return config
 
@@ -176,6 +182,7 @@ class Cascade(nn.Module):
                            if config.film_start else None)
         self.level_finder = LevelFinder(config.level_finder) if config.level_finder else None
         self.corner_heatmaps = CornerHeatmaps(config.corner_heatmaps) if config.corner_heatmaps else None
+        self.spine_locator = SpineLocator(config.spine_locator) if config.spine_locator else None
         # Mean normalised centres (Eq. 7) and mean corner offsets from the centre, per vertebra (measured in each
         # vertebra's upright frame when the config aligns the start with the spine).
         self.register_buffer("mean_centres", torch.zeros(N_VERTEBRAE, 2))

@@ -1,6 +1,10 @@
 """Prediction with a loaded cascade: 68 corners, centres, Cobb angles, a mirror-based uncertainty and the review
 flag (measurement/quality.py).
 
+Where the model has a spine locator (method/spine_locator.py), it finds T1's top, L5's bottom and the spine's
+column on the whole film first, and the cascade reads a crop framed like its training films around them; the
+answer is mapped back to the film's pixels.
+
 Each image is predicted together with its mirror (one batch); the mirror's answer is mapped back and the two are
 averaged. Their disagreement, in original pixels, is the uncertainty: large where the network is unsure, e.g.
 where ribs or low contrast hide an endplate. The active-learning strategy ranks images by it.
@@ -19,7 +23,7 @@ import torch
 
 from spinecascade.io.images import Radiograph, load_image
 from spinecascade.io.labels import LandmarkLabel
-from spinecascade.landmarks import N_POINTS, VERTEBRAE, as_landmarks, centres, flip_horizontal
+from spinecascade.landmarks import N_POINTS, VERTEBRAE, SpineExtent, as_landmarks, centres, flip_horizontal
 from spinecascade.measurement.cobb import CobbResult, cobb_angles
 from spinecascade.measurement.quality import Quality, assess
 from spinecascade.method.cascade import Cascade, normalise_pixels
@@ -27,6 +31,7 @@ from spinecascade.method.encoder import fold_batchnorm
 from spinecascade.method.model_file import default_model_path, load_model, read_metadata
 from spinecascade.method.preprocessing import Resized, preprocess
 from spinecascade.method.samples import pad_batch
+from spinecascade.method.spine_locator import framing_window
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,8 @@ class Prediction:
     quality: Quality  # the review flag
     width: int
     height: int
+    spine: SpineExtent | None = None  # what the spine locator found, where the model has one
+    window: tuple[int, int, int, int] | None = None  # the crop (x0, y0, x1, y1) the cascade read
     source: str = ""
     model: dict = field(default_factory=dict)
     timings_ms: dict = field(default_factory=dict)
@@ -68,6 +75,7 @@ class Prediction:
             "uncertainty": {"unit": "pixel", "per_landmark": [float(u) for u in self.uncertainty],
                             "image": self.image_uncertainty},
             "quality": self.quality.as_dict(),
+            **({"spine": {**self.spine.as_dict(), "crop": list(self.window)}} if self.spine is not None else {}),
             "model": self.model,
             "timings_ms": self.timings_ms,
         }
@@ -109,7 +117,10 @@ class Predictor:
         t0 = time.perf_counter()
         radiographs = [img if isinstance(img, Radiograph) else load_image(img) for img in images]
         t1 = time.perf_counter()
-        resized = [preprocess(r.to_uint8(), self.cascade.config.preprocess) for r in radiographs]
+        films = [r.to_uint8() for r in radiographs]
+        located = [self._locate(film) for film in films]
+        resized = [preprocess(film[y0:y1, x0:x1], self.cascade.config.preprocess)
+                   for film, (_, (x0, y0, x1, y1)) in zip(films, located)]
         batch = []
         for r in resized:
             batch.append(r.image)
@@ -119,8 +130,8 @@ class Predictor:
         corners = self._run(batch)
         t3 = time.perf_counter()
         per = 2 if self.mirror else 1
-        out = [self._finish(rad, res, corners[k * per : (k + 1) * per]) for k, (rad, res) in
-               enumerate(zip(radiographs, resized))]
+        out = [self._finish(rad, res, corners[k * per : (k + 1) * per], *found) for k, (rad, res, found) in
+               enumerate(zip(radiographs, resized, located))]
         t4 = time.perf_counter()
         n = len(images)
         timings = {"decode": (t1 - t0) * 1e3 / n, "preprocess": (t2 - t1) * 1e3 / n,
@@ -128,6 +139,15 @@ class Predictor:
         for p in out:
             p.timings_ms = {k: round(v, 2) for k, v in timings.items()}
         return out
+
+    def _locate(self, film: np.ndarray) -> tuple[SpineExtent | None, tuple[int, int, int, int]]:
+        """The spine locator's finding and the crop the cascade reads (the whole film without a locator)."""
+        height, width = film.shape
+        locator = self.cascade.spine_locator
+        if locator is None:
+            return None, (0, 0, width, height)
+        extent = locator.locate(film)
+        return extent, framing_window(extent, width, height, locator.config)
 
     @torch.inference_mode()
     def _run(self, images: list[np.ndarray]) -> np.ndarray:
@@ -139,12 +159,13 @@ class Predictor:
             out.append(corners.double().cpu().numpy())
         return np.concatenate(out)
 
-    def _finish(self, radiograph: Radiograph, resized: Resized, corners: np.ndarray) -> Prediction:
+    def _finish(self, radiograph: Radiograph, resized: Resized, corners: np.ndarray, spine: SpineExtent | None,
+                window: tuple[int, int, int, int]) -> Prediction:
         width_r = resized.image.shape[1]
         views = [resized.to_original(corners[0])]
         if self.mirror:
             views.append(resized.to_original(flip_horizontal(corners[1], width_r)))
-        stacked = np.stack(views)
+        stacked = np.stack(views) + np.array(window[:2], float)
         landmarks = as_landmarks(stacked.mean(axis=0))
         if self.mirror:
             uncertainty = np.linalg.norm((stacked[0] - stacked[1]).reshape(N_POINTS, 2), axis=1)
@@ -155,9 +176,12 @@ class Predictor:
             centres=centres(landmarks),
             cobb=cobb_angles(landmarks, radiograph.height),
             uncertainty=uncertainty,
-            quality=assess(landmarks, uncertainty if self.mirror else None, radiograph.width, radiograph.height),
+            quality=assess(landmarks, uncertainty if self.mirror else None, radiograph.width, radiograph.height,
+                           spine),
             width=radiograph.width,
             height=radiograph.height,
+            spine=spine,
+            window=window,
             source=radiograph.source,
             model=self.model_description,
         )

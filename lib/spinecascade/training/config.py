@@ -44,7 +44,7 @@ class PhaseTraining:
     batch_images: int = 4
 
     def check(self, prefix: str) -> None:
-        _whole(f"{prefix}.epochs", self.epochs)
+        _whole(f"{prefix}.epochs", self.epochs, low=0)  # 0: the part is kept as the base model has it
         _number(f"{prefix}.learning_rate", self.learning_rate, 0, 1)
         _whole(f"{prefix}.batch_images", self.batch_images)
 
@@ -80,14 +80,30 @@ class StageTraining:
     corner_warp_strength: float = 0.0  # the same for step 2: gamma only, measured best on held-out images
 
     def check(self, prefix: str) -> None:
-        _whole(f"{prefix}.epochs", self.epochs)
-        _whole(f"{prefix}.corner_epochs", self.corner_epochs)
+        _whole(f"{prefix}.epochs", self.epochs, low=0)
+        _whole(f"{prefix}.corner_epochs", self.corner_epochs, low=0)
         _number(f"{prefix}.learning_rate", self.learning_rate, 0, 1)
         _number(f"{prefix}.lr_decay", self.lr_decay, 0, 1)
         _whole(f"{prefix}.batch_images", self.batch_images)
         _number(f"{prefix}.smooth_l1_beta", self.smooth_l1_beta, 0, 1)
         _number(f"{prefix}.warp_strength", self.warp_strength, 0, 4, low_open=False)
         _number(f"{prefix}.corner_warp_strength", self.corner_warp_strength, 0, 4, low_open=False)
+
+
+@dataclass(frozen=True)
+class LocatorTraining(PhaseTraining):
+    """The spine locator (training/spine_locator.py): AdamW under a one-cycle schedule on reframed views."""
+
+    epochs: int = 20
+    learning_rate: float = 2e-3
+    batch_images: int = 32
+    synthetic_films: int = 300  # synthetic full-length films added to the labelled ones
+    annotated_repeats: int = 8  # views of each annotated full-length film per epoch (a labelled film gets one)
+
+    def check(self, prefix: str) -> None:
+        super().check(prefix)
+        _whole(f"{prefix}.synthetic_films", self.synthetic_films, low=0)
+        _whole(f"{prefix}.annotated_repeats", self.annotated_repeats)
 
 
 @dataclass(frozen=True)
@@ -99,12 +115,13 @@ class TrainConfig:
     stages: StageTraining = field(default_factory=StageTraining)
     level_finder: PhaseTraining = field(default_factory=lambda: PhaseTraining(epochs=32))
     corner_heatmaps: PhaseTraining = field(default_factory=lambda: PhaseTraining(epochs=12))
+    spine_locator: LocatorTraining = field(default_factory=LocatorTraining)
 
     def __post_init__(self) -> None:
         _whole("seed", self.seed, low=0)
         _check(isinstance(self.augment, bool), "augment", self.augment, "expected true or false")
         _check(isinstance(self.clean_labels, bool), "clean_labels", self.clean_labels, "expected true or false")
-        for part in ("film_start", "stages", "level_finder", "corner_heatmaps"):
+        for part in _PARTS:
             getattr(self, part).check(part)
         if self.film_start.framing and not self.augment:
             raise ConfigError(f"film_start.framing {self.film_start.framing!r}: the framing is one of the training "
@@ -117,7 +134,7 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> TrainConfig:
         """From `as_dict`'s layout; unknown keys are refused with the known ones listed."""
         parts = {"film_start": FilmStartTraining, "stages": StageTraining, "level_finder": PhaseTraining,
-                 "corner_heatmaps": PhaseTraining}
+                 "corner_heatmaps": PhaseTraining, "spine_locator": LocatorTraining}
         _known(d, cls, "")
         values = dict(d)
         for name, kind in parts.items():
@@ -139,9 +156,12 @@ class TrainConfig:
 
     def _every_part(self, **values: int) -> TrainConfig:
         d = self.as_dict()
-        for part in ("film_start", "stages", "level_finder", "corner_heatmaps"):
+        for part in _PARTS:
             d[part].update({k: v for k, v in values.items() if k in d[part]})
         return TrainConfig.from_dict(d)
+
+
+_PARTS = ("film_start", "stages", "level_finder", "corner_heatmaps", "spine_locator")
 
 
 def _known(d: dict, kind: type, prefix: str) -> None:

@@ -2,8 +2,9 @@
 
 - `paper`: the method as published (Wang et al.): step 1 from the mean shape, three PCA-constrained stages per
   step, mirrors only, Adam at 5e-4 halved every epoch, 8 epochs a stage.
-- `shipped`: the shipped model: the film start (trained on warped and reframed films), the level finder and the
-  corner heatmaps; no PCA stage runs. docs/method.md has the measurements behind each part.
+- `shipped`: the shipped model: the spine locator (the crop the cascade reads, found by anatomy on the whole
+  film), the film start (trained on warped and reframed films), the level finder and the corner heatmaps; no PCA
+  stage runs. docs/method.md has the measurements behind each part. Fine-tuning keeps the locator as it is.
 - `small`: every part at a size that trains on synthetic spines in a minute or two on a CPU (tests, demos).
 
 Each recipe also says how to fine-tune a model it made (`finetune`). `configure` applies a user's changes
@@ -19,9 +20,11 @@ from spinecascade.method.cascade import CascadeConfig, StepConfig
 from spinecascade.method.corner_heatmaps import CornerHeatmapConfig
 from spinecascade.method.level_finder import LevelConfig
 from spinecascade.method.preprocessing import PreprocessConfig
+from spinecascade.method.spine_locator import LocatorConfig
 from spinecascade.training.config import (
     ConfigError,
     FilmStartTraining,
+    LocatorTraining,
     PhaseTraining,
     StageTraining,
     TrainConfig,
@@ -51,13 +54,14 @@ _PAPER = Recipe(
 
 _SHIPPED = Recipe(
     "shipped",
-    "the shipped model: film start, level finder and corner heatmaps, no PCA stage",
+    "the shipped model: spine locator, film start, level finder and corner heatmaps, no PCA stage",
     CascadeConfig(n_stages=0, align_corner_start=True, film_start=(128, 320), level_finder=LevelConfig(),
-                  corner_heatmaps=CornerHeatmapConfig()),
+                  corner_heatmaps=CornerHeatmapConfig(), spine_locator=LocatorConfig()),
     TrainConfig(augment=True, film_start=FilmStartTraining(epochs=40, framing=40.0),
                 level_finder=PhaseTraining(epochs=30), corner_heatmaps=PhaseTraining(epochs=12)),
     TrainConfig(augment=True, film_start=FilmStartTraining(epochs=10, framing=40.0),
-                level_finder=PhaseTraining(epochs=8), corner_heatmaps=PhaseTraining(epochs=3)),
+                level_finder=PhaseTraining(epochs=8), corner_heatmaps=PhaseTraining(epochs=3),
+                spine_locator=LocatorTraining(epochs=0)),
 )
 
 _SMALL = Recipe(

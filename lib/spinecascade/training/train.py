@@ -2,8 +2,10 @@
 
 `train_model` cleans the labels (repairs what the checker can, excludes the rest), prepares and mirrors the
 films, trains every phase of the recipe's model (resuming from `<out>.checkpoint` when a stopped run is started
-again with the same data and settings), and writes the model file atomically with one metadata layout: the
-recipe, the data, the settings, the workers and the per-phase history.
+again with the same data and settings), then the spine locator where the model has one (on the labelled films,
+synthetic full-length films and, when given, annotated full-length films; on rank 0, not resumed: it takes
+minutes), and writes the model file atomically with one metadata layout: the recipe, the data, the settings, the
+workers and the per-phase history. Fine-tuning a model that lacks a part the recipe has adds that part.
 """
 
 from __future__ import annotations
@@ -12,20 +14,27 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from spinecascade.errors import SpineCascadeError
 from spinecascade.io.dataset import Sample
-from spinecascade.method.cascade import Cascade
+from spinecascade.method.cascade import Cascade, CascadeConfig
 from spinecascade.method.model_file import load_model, read_metadata, save_model
+from spinecascade.training.config import TrainConfig
 from spinecascade.training.data import TrainingSet, load_training_images
 from spinecascade.training.label_cleaning import CleanedSamples
 from spinecascade.training.loop import Events, TrainingLoop, fingerprint, init_distributed, pick_device
 from spinecascade.training.phases import fit_mean_shapes, phase_names
 from spinecascade.training.recipes import Recipe, configure
+from spinecascade.training.spine_locator import (
+    annotated_examples,
+    fit_spine_locator,
+    labelled_examples,
+    synthetic_examples,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +55,32 @@ def checkpoint_path(out: Path) -> Path:
     return out.with_name(out.name + ".checkpoint")
 
 
+def model_config(recipe: Recipe, base: Cascade | None) -> CascadeConfig:
+    """The configuration a training makes: the recipe's, or the base model's with the recipe's spine locator
+    added where the base has none."""
+    if base is None:
+        return recipe.model
+    if base.config.spine_locator is None and recipe.model.spine_locator is not None:
+        return replace(base.config, spine_locator=recipe.model.spine_locator)
+    return base.config
+
+
 def phase_count(recipe: Recipe, base: Path | None = None) -> int:
     """How many phases a training of `recipe` (or a fine-tuning of `base`) runs; each ends with "stage_done"."""
-    return len(phase_names(load_model(base)[0].config if base is not None else recipe.model))
+    config = model_config(recipe, load_model(base)[0] if base is not None else None)
+    locator = config.spine_locator is not None and recipe.train.spine_locator.epochs > 0
+    return len(phase_names(config)) + locator
 
 
 def train_model(recipe: Recipe, samples: list[Sample], out: Path, base: Path | None = None,
                 device: str | None = None, data: dict | None = None, progress: bool = True,
-                on_event: Events | None = None, should_stop: Callable[[], bool] | None = None) -> TrainedModel:
+                on_event: Events | None = None, should_stop: Callable[[], bool] | None = None,
+                full_length: Path | None = None) -> TrainedModel:
     """Train `recipe` on `samples` (or fine-tune the model at `base` with `recipe.train`) and write `out`.
 
-    `data` describes the samples' origin for the model file (folder, split, ...). Raises TrainingError when
-    nothing can be trained, TrainingStopped (loop.py) when `should_stop` says so.
+    `data` describes the samples' origin for the model file (folder, split, ...); `full_length` is a folder of
+    the full-length films with annotated rows (training/fullspine_annotations.json) for the spine locator.
+    Raises TrainingError when nothing can be trained, TrainingStopped (loop.py) when `should_stop` says so.
     """
     rank, world = init_distributed()
     started = time.time()
@@ -65,7 +88,7 @@ def train_model(recipe: Recipe, samples: list[Sample], out: Path, base: Path | N
     if base is not None:
         base_cascade = load_model(base)[0]
         base_version = read_metadata(base)["sha256"][:12]
-    config = base_cascade.config if base_cascade is not None else recipe.model
+    config = model_config(recipe, base_cascade)
     train = recipe.train
     images, cleaned = load_training_images(samples, config.preprocess, clean=train.clean_labels,
                                            progress=progress and rank == 0)
@@ -77,7 +100,10 @@ def train_model(recipe: Recipe, samples: list[Sample], out: Path, base: Path | N
     dev = pick_device(device)
     training_set = TrainingSet(images, dev)
     if base_cascade is not None:
-        cascade.load_state_dict(base_cascade.state_dict())
+        missing, _ = cascade.load_state_dict(base_cascade.state_dict(), strict=False)
+        new_part = [k for k in missing if not k.startswith("spine_locator.")]
+        if new_part:
+            raise TrainingError(f"{base}: the model lacks {', '.join(new_part[:3])}; it cannot be fine-tuned")
     else:
         fit_mean_shapes(cascade, training_set)
     cascade.to(dev)
@@ -88,11 +114,17 @@ def train_model(recipe: Recipe, samples: list[Sample], out: Path, base: Path | N
     history = TrainingLoop(cascade, training_set, train, checkpoint, run_id, fit_shape_models=base is None,
                            progress=progress, on_event=on_event, should_stop=should_stop).run()
     cascade = cascade.cpu().eval()
+    if cascade.spine_locator is not None and train.spine_locator.epochs > 0 and rank == 0:
+        history.append(_train_locator(cascade, cleaned.kept, full_length, train, dev, progress))
+        (on_event or (lambda event: None))({"event": "stage_done", "stage": "spine locator",
+                                            "loss": history[-1]["loss"][-1]})
+        cascade.spine_locator.cpu().eval()
     info = {
         "name": out.stem,
         "recipe": recipe.name,
         "trained": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "data": {**(data or {}), "n_images": len(cleaned.kept), "flip_augmented": True,
+                 **({"full_length": str(full_length)} if full_length is not None else {}),
                  "repaired": cleaned.repaired, "excluded": cleaned.excluded},
         "train": {**train.as_dict(), "workers": world, "device": str(dev), "seconds": round(time.time() - started, 1),
                   "finetuned_from": base_version},
@@ -102,6 +134,25 @@ def train_model(recipe: Recipe, samples: list[Sample], out: Path, base: Path | N
         save_model(out, cascade, info)
         checkpoint.unlink(missing_ok=True)
     return TrainedModel(cascade, info, cleaned, rank == 0)
+
+
+def _train_locator(cascade: Cascade, samples: list[Sample], full_length: Path | None, train: TrainConfig,
+                   device: torch.device, progress: bool) -> dict:
+    """Train the spine locator in place; its history entry."""
+    settings = train.spine_locator
+    examples = labelled_examples(samples, progress) + synthetic_examples(settings.synthetic_films, train.seed,
+                                                                         progress)
+    repeats = [1] * len(examples)
+    if full_length is not None:
+        annotated = annotated_examples(full_length, progress=progress)
+        if not annotated:
+            raise TrainingError(f"{full_length}: none of the annotated full-length films is in this folder")
+        examples += annotated
+        repeats += [settings.annotated_repeats] * len(annotated)
+    log.info("training the spine locator on %d films (%d annotated full-length)", len(examples),
+             len(examples) - len(samples) - settings.synthetic_films)
+    losses = fit_spine_locator(cascade.spine_locator.to(device), examples, settings, repeats, train.seed, progress)
+    return {"stage": "spine locator", "films": len(examples), "loss": [round(v, 5) for v in losses]}
 
 
 def train_synthetic_model(out: Path, n_images: int = 40, seed: int = 0, progress: bool = False) -> Path:

@@ -94,10 +94,10 @@ class TrainStatus:
             self.update(stage=event["stage"], epoch=event["epoch"], loss=event["loss"])
         elif event["event"] == "stage_done":
             done = self.state.get("stages_done", 0) + 1
-            log.info("training: %s done (%d of %d stages): training-set normalised MSE %.3e", event["stage"], done,
-                     self.state.get("stages_total", 0), event["train_mse"])
-            self.update(stages_done=done, stages=[*self.state.get("stages", []),
-                                                  {"stage": event["stage"], "train_mse": event["train_mse"]}])
+            figure = {k: event[k] for k in ("train_mse", "loss") if k in event}  # the locator reports its loss
+            log.info("training: %s done (%d of %d stages): %s", event["stage"], done, self.state.get("stages_total", 0),
+                     ", ".join(f"{k} {v:.3e}" for k, v in figure.items()))
+            self.update(stages_done=done, stages=[*self.state.get("stages", []), {"stage": event["stage"], **figure}])
 
 
 def read_status(path: Path) -> dict[str, Any]:

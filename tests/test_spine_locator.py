@@ -1,0 +1,170 @@
+"""The spine locator: its crop, its training views and targets, its place in prediction and training, and the shipped
+locator on synthetic full-length films (levels known exactly) and on the annotated full-length films."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spinecascade.io.dataset import Sample
+from spinecascade.io.images import Radiograph, save_image
+from spinecascade.landmarks import SpineExtent
+from spinecascade.measurement.quality import LOCATOR_SPREAD_LIMIT, assess, spine_reasons
+from spinecascade.method.cascade import Cascade
+from spinecascade.method.model_file import load_model, read_metadata, shipped_model_path
+from spinecascade.method.prediction import Predictor
+from spinecascade.method.spine_locator import LocatorConfig, SpineLocator, framing_window
+from spinecascade.synthetic import make_full_length, make_spine
+from spinecascade.training.config import LocatorTraining
+from spinecascade.training.recipes import configure
+from spinecascade.training.spine_locator import (
+    LocatorExample,
+    annotations_path,
+    draw_view,
+    fit_spine_locator,
+    gaussian_targets,
+    synthetic_examples,
+)
+from spinecascade.training.train import train_model
+
+FULLSPINE = Path(__file__).resolve().parents[1].parent / "shared" / "fullspine"
+TINY = LocatorConfig(thumbnail=(32, 96), channels=(4, 8, 8, 8), dilations=(1, 2))
+
+
+def test_the_crop_is_framed_like_the_training_films_and_stays_inside_the_film():
+    config = LocatorConfig()
+    spine = SpineExtent(t1_top=1000.0, l5_bottom=2700.0, x=900.0, t1_spread=0.2, l5_spread=0.2)
+    x0, y0, x1, y1 = framing_window(spine, 2000, 4000, config)
+    assert y0 == int(1000 - config.top_margin * 1700) and y1 == int(np.ceil(2700 + config.bottom_margin * 1700))
+    assert abs((x1 - x0) / (y1 - y0) - config.aspect) < 0.01 and abs((x0 + x1) / 2 - 900) <= 1
+    assert framing_window(replace(spine, x=50.0, t1_top=10.0), 2000, 4000, config)[:2] == (0, 0)
+    assert framing_window(replace(spine, l5_bottom=1001.0), 2000, 4000, config) == (0, 0, 2000, 4000)
+
+
+def test_each_view_changes_the_field_of_view_and_its_targets_follow_the_spine():
+    film = np.zeros((1000, 400), np.uint8)
+    film[200:800, 190:210] = 255  # a bright column from T1's top (row 200) to L5's bottom (row 800)
+    example = LocatorExample("column", film, 200.0, 800.0, 200.0)
+    rng = np.random.default_rng(0)
+    tops = []
+    for _ in range(40):
+        thumb, target = draw_view(example, rng, (64, 192))
+        assert thumb.shape == (192, 64) and thumb.dtype == np.float32
+        rows = np.flatnonzero(thumb[:, int(target[2] * 64)] > 0.5)
+        assert abs(rows.min() / 192 - target[0]) < 0.03 and abs((rows.max() + 1) / 192 - target[1]) < 0.03
+        assert target[3] == pytest.approx((target[1] - target[0]) / 17)
+        tops.append(target[0])
+    assert np.ptp(tops) > 0.1  # the spine does not sit where the edges say
+    assert draw_view(replace(example, tight=True), rng, (64, 192))[1][5] == 0.0
+
+
+def test_gaussian_targets_are_distributions_about_the_true_row():
+    targets = gaussian_targets(torch.tensor([0.26, 0.7]), torch.tensor([0.02, 0.05]), 96)
+    assert torch.allclose(targets.sum(dim=-1), torch.ones(2))
+    assert targets.argmax(dim=-1).tolist() == [24, 67]
+
+
+def test_a_locator_learns_where_a_synthetic_spine_begins_and_ends():
+    examples = synthetic_examples(12, progress=False)
+    torch.manual_seed(0)
+    locator = SpineLocator(replace(TINY, channels=(8, 16, 16, 16), dilations=(1, 2, 4, 8)))
+    history = fit_spine_locator(locator, examples, LocatorTraining(epochs=12, batch_images=8, learning_rate=5e-3),
+                                progress=False)
+    assert np.isfinite(history).all() and history[-1] < history[0] * 0.8
+    found = locator.locate(examples[0].film)
+    assert abs(found.t1_top - examples[0].t1_top) < 0.2 * examples[0].film.shape[0]
+
+
+class _FixedLocator(SpineLocator):
+    """A locator whose finding is given: the crop and the mapping back are under test, not the network."""
+
+    def locate(self, film_u8: np.ndarray) -> SpineExtent:
+        return SpineExtent(t1_top=60.0, l5_bottom=400.0, x=100.0, t1_spread=0.2, l5_spread=0.3)
+
+
+def test_prediction_reads_the_crop_and_answers_in_the_films_pixels(tiny_model: Path):
+    cascade, _ = load_model(tiny_model)
+    with_locator = Cascade(replace(cascade.config, spine_locator=TINY))
+    with_locator.load_state_dict(cascade.state_dict(), strict=False)
+    with_locator.spine_locator = _FixedLocator(TINY)
+    film = make_spine(8, 192, 480).image.astype(np.float32)
+    x0, y0, x1, y1 = framing_window(_FixedLocator(TINY).locate(film), 192, 480, TINY)
+    film[y0 : y0 + 12, x0:x1], film[y1 - 12 : y1, x0:x1] = 0, 255  # the same 8-bit window for film and crop
+    located = Predictor(with_locator, device="cpu").predict(Radiograph(film))
+    assert located.window == (x0, y0, x1, y1)
+    assert located.spine is not None and (x1 - x0, y1 - y0) != (192, 480)
+    direct = Predictor(cascade, device="cpu").predict(Radiograph(np.ascontiguousarray(film[y0:y1, x0:x1])))
+    np.testing.assert_allclose(located.landmarks, direct.landmarks + [x0, y0], atol=1e-6)
+    label = located.to_label().extra
+    assert label["spine"]["crop"] == [x0, y0, x1, y1] and set(label["spine"]) >= {"t1_top", "l5_bottom", "x"}
+
+
+def test_the_locators_doubts_flag_the_answer():
+    ok = SpineExtent(t1_top=100.0, l5_bottom=1800.0, x=300.0, t1_spread=0.3, l5_spread=0.4)
+    assert spine_reasons(ok, 2000) == []
+    assert spine_reasons(replace(ok, l5_bottom=2300.0), 2000) == [
+        "levels uncertain: the spine runs out of the film at the bottom, L5 and the sacrum are not in it"]
+    assert "at the top, T1" in spine_reasons(replace(ok, t1_top=-200.0), 2000)[0]
+    assert spine_reasons(replace(ok, l5_bottom=150.0), 2000) == [
+        "no spine found: the locator found no stretch from T1 to L5 in the film"]
+    unsure = spine_reasons(replace(ok, l5_spread=LOCATOR_SPREAD_LIMIT + 0.5), 2000)
+    assert unsure and "cannot tell where L5 ends" in unsure[0]
+    spine = make_spine(5, 400, 1000)
+    assert assess(spine.landmarks, None, 400, 1000, replace(ok, l5_bottom=1500.0)).review_needed
+
+
+def test_fine_tuning_a_model_without_a_locator_adds_one_and_keeps_the_rest(tiny_model: Path, tmp_path: Path):
+    samples = []
+    for i in range(4):
+        spine = make_spine(200 + i, 96, 240)
+        path = tmp_path / f"s{i}.png"
+        save_image(path, spine.image)
+        samples.append(Sample(path.name, path, None, spine.landmarks, None, 96, 240))
+    settings = [f"train.{part}.{field}=0" for part, field in (("stages", "epochs"), ("stages", "corner_epochs"),
+                ("film_start", "epochs"), ("level_finder", "epochs"), ("corner_heatmaps", "epochs"))]
+    settings += ["train.spine_locator.epochs=1", "train.spine_locator.synthetic_films=2",
+                 "model.spine_locator.thumbnail=[32, 96]"]
+    recipe = configure("shipped", settings, finetune=True)
+    out = tmp_path / "with-locator.safetensors"
+    train_model(recipe, samples, out, base=tiny_model, progress=False)
+    base, _ = load_model(tiny_model)
+    added, info = load_model(out)
+    assert added.spine_locator is not None and base.spine_locator is None
+    for name, tensor in base.state_dict().items():
+        assert torch.equal(tensor, added.state_dict()[name]), name
+    assert info["history"][-1]["stage"] == "spine locator"
+    assert read_metadata(out)["sha256"] != read_metadata(tiny_model)["sha256"]
+
+
+def _shipped_has_locator() -> bool:
+    return load_model(shipped_model_path())[0].spine_locator is not None
+
+
+@pytest.mark.skipif(not _shipped_has_locator(), reason="the shipped model has no spine locator")
+def test_the_shipped_locator_finds_the_levels_of_synthetic_full_length_films():
+    locator = load_model(shipped_model_path())[0].spine_locator.eval()
+    placed = 0
+    for seed in range(900, 910):
+        film = make_full_length(seed, height=3000)
+        found = locator.locate(film.image if film.image.ndim == 2 else film.image.mean(axis=2).astype(np.uint8))
+        level = (film.l5_bottom_row - film.t1_top_row) / 17
+        placed += abs(found.t1_top - film.t1_top_row) < level and abs(found.l5_bottom - film.l5_bottom_row) < level
+    assert placed >= 7
+
+
+@pytest.mark.skipif(not FULLSPINE.exists(), reason="full-length films not at ../shared/fullspine")
+@pytest.mark.parametrize("name", ["01-July-2019-4.jpg", "01-July-2019-27.jpg", "01-July-2019-54.jpg",
+                                  "01-July-2019-81.jpg"])
+def test_on_full_length_films_the_spine_lies_between_thorax_and_pelvis(name: str):
+    truth = json.loads(annotations_path().read_text())["films"][name]
+    prediction = Predictor(device="cpu").predict(FULLSPINE / name)
+    level = (truth["l5_bottom"]["row"] - truth["t1_top"]["row"]) / 17
+    top, bottom = prediction.landmarks[0, :2, 1].mean(), prediction.landmarks[16, 2:, 1].mean()
+    pelvis = truth["pelvis_bottom"] or truth["height"]
+    assert truth["thorax_top"] - 2 * level <= top and bottom <= pelvis, (top, bottom)
+    assert abs(top - truth["t1_top"]["row"]) < 1.5 * level and abs(bottom - truth["l5_bottom"]["row"]) < 1.5 * level
