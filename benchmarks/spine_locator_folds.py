@@ -1,12 +1,11 @@
 """The spine locator measured on films it was not trained on: the 30 annotated full-length films by folds, and
 tight films of one AASCE split when trained on another.
 
-For each fold of the full-length films, a locator is trained (training/spine_locator.py, the settings of
---recipe) on the labelled films of --train-split, the synthetic films and the annotated full-length films of the
-other folds, and scored on the fold's films against the annotated rows; with --test-split, also on those
-labelled films against their labels. Misses are in levels (the T1-L5 span / 17); a film is placed when T1's top
-and L5's bottom both lie within a level, and within half a level for the level count. An experiment: the
-shipped locator is trained by `spinecascade train`.
+For each fold of the full-length films, a locator is trained (training/spine_locator.py, the settings of --recipe)
+on the labelled films of --train-split and the annotated full-length films of the other folds, and scored on the
+fold's films against the annotated rows; with --test-split, also on those labelled films against their labels.
+Misses are in levels (the T1-L5 span / 17); a film is placed when T1's top and L5's bottom both lie within a level,
+and within half a level for the level count. An experiment: the shipped locator is trained by `spinecascade train`.
 
 Run: python benchmarks/spine_locator_folds.py ../shared/aasce ../shared/fullspine [--folds 3] [--epochs N]
      [--train-split all] [--test-split consistent-test] [--save-dir DIR]
@@ -24,6 +23,7 @@ import torch
 
 from spinecascade.io.dataset import AasceDataset
 from spinecascade.method.spine_locator import SpineLocator
+from spinecascade.training.label_cleaning import clean_samples
 from spinecascade.training.recipes import configure
 from spinecascade.training.spine_locator import (
     LocatorExample,
@@ -31,7 +31,6 @@ from spinecascade.training.spine_locator import (
     annotations_path,
     fit_spine_locator,
     labelled_examples,
-    synthetic_examples,
 )
 
 
@@ -61,7 +60,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--only-fold", type=int, default=None, help="train and score this fold only")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE",
-                        help="change a setting of the recipe, e.g. train.spine_locator.synthetic_films=0")
+                        help="change a setting of the recipe, e.g. train.spine_locator.annotated_repeats=16")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--train-split", default="all")
     parser.add_argument("--test-split", default=None)
@@ -73,10 +72,8 @@ def main() -> None:
     if args.epochs:
         settings = type(settings)(**{**settings.__dict__, "epochs": args.epochs})
     dataset = AasceDataset(args.aasce)
-    labelled = labelled_examples(dataset.split(args.train_split if args.train_split != "consistent"
-                                               else "consistent-train"))
+    labelled = labelled_examples(clean_samples(dataset.split(args.train_split)).kept)
     tested = labelled_examples(dataset.split(args.test_split)) if args.test_split else []
-    synthetic = synthetic_examples(settings.synthetic_films)
     full = annotated_examples(args.fullspine)
     names = sorted(json.loads(annotations_path().read_text())["films"])
     fold_of = {name: i % args.folds for i, name in enumerate(names)}
@@ -84,8 +81,8 @@ def main() -> None:
     for fold in range(args.folds) if args.only_fold is None else [args.only_fold]:
         train_full = [ex for ex in full if fold_of[ex.name] != fold]
         test_idx = [i for i, ex in enumerate(full) if fold_of[ex.name] == fold]
-        examples = labelled + synthetic + train_full
-        repeats = [1] * (len(labelled) + len(synthetic)) + [settings.annotated_repeats] * len(train_full)
+        examples = labelled + train_full
+        repeats = [1] * len(labelled) + [settings.annotated_repeats] * len(train_full)
         torch.manual_seed(fold)
         locator = SpineLocator(recipe.model.spine_locator)
         fit_spine_locator(locator, examples, settings, repeats, seed=fold)

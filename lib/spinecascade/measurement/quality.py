@@ -48,31 +48,37 @@ def median_vertebra_height(landmarks: np.ndarray) -> float:
     return float(np.median(np.linalg.norm(lm[:, 2:].mean(axis=1) - lm[:, :2].mean(axis=1), axis=-1)))
 
 
-def spine_reasons(spine: SpineExtent, height: int) -> list[str]:
-    """What the spine locator's finding says against the answer."""
+def spine_reasons(spine: SpineExtent, height: int, read_to_row: int) -> list[str]:
+    """What the spine locator's finding says against an answer read from the film down to `read_to_row` (the
+    crop's bottom; the film's height where the answer was read to the film's end). The locator knows T1's top
+    well on any film, L5's bottom on full-length films only: its doubts about L5 count where the crop ended at
+    L5, and L5 below the film where it is sure of it."""
     if spine.l5_bottom - spine.t1_top < 0.05 * height:
         return ["no spine found: the locator found no stretch from T1 to L5 in the film"]
     reasons = []
     level = spine.level
+    l5_sure = spine.l5_spread <= LOCATOR_SPREAD_LIMIT
     if spine.t1_top < -OUTSIDE_LIMIT * level:
         reasons.append("levels uncertain: the spine runs out of the film at the top, T1 and the first ribs are not "
                        "in it")
-    if spine.l5_bottom > height + OUTSIDE_LIMIT * level:
+    if l5_sure and spine.l5_bottom > height + OUTSIDE_LIMIT * level:
         reasons.append("levels uncertain: the spine runs out of the film at the bottom, L5 and the sacrum are not "
                        "in it")
-    for name, spread in (("where T1 begins", spine.t1_spread), ("where L5 ends", spine.l5_spread)):
-        if spread > LOCATOR_SPREAD_LIMIT:
-            reasons.append(f"levels uncertain: the locator cannot tell {name} (spread {spread:.1f} levels, above "
-                           f"the limit of {LOCATOR_SPREAD_LIMIT:g})")
+    if spine.t1_spread > LOCATOR_SPREAD_LIMIT:
+        reasons.append(f"levels uncertain: the locator cannot tell where T1 begins (spread {spine.t1_spread:.1f} "
+                       f"levels, above the limit of {LOCATOR_SPREAD_LIMIT:g})")
+    if not l5_sure and read_to_row < height:
+        reasons.append(f"levels uncertain: the locator cannot tell where L5 ends (spread {spine.l5_spread:.1f} "
+                       f"levels, above the limit of {LOCATOR_SPREAD_LIMIT:g})")
     return reasons
 
 
 def assess(landmarks: np.ndarray, uncertainty: np.ndarray | None, width: int, height: int,
-           spine: SpineExtent | None = None) -> Quality:
+           spine: SpineExtent | None = None, read_to_row: int | None = None) -> Quality:
     """The review flag of an answer: (17, 4, 2) landmarks in the film's pixels, their mirror disagreement (68,)
-    in pixels (None when the answer was made without the mirror) and the spine locator's finding (None without
-    one)."""
-    reasons: list[str] = spine_reasons(spine, height) if spine is not None else []
+    in pixels (None when the answer was made without the mirror), the spine locator's finding (None without one)
+    and the bottom row of the crop the answer was read from (None: the film's)."""
+    reasons = spine_reasons(spine, height, height if read_to_row is None else read_to_row) if spine else []
     flagged: set[int] = set()
     findings = check_landmarks(landmarks, width, height)
     for rule in sorted({f.rule for f in findings}):

@@ -177,7 +177,7 @@ class Predictor:
             cobb=cobb_angles(landmarks, radiograph.height),
             uncertainty=uncertainty,
             quality=assess(landmarks, uncertainty if self.mirror else None, radiograph.width, radiograph.height,
-                           spine),
+                           spine, window[3]),
             width=radiograph.width,
             height=radiograph.height,
             spine=spine,

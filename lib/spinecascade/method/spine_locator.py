@@ -43,6 +43,14 @@ class LocatorConfig:
     top_margin: float = TRAINING_FRAMING[0]
     bottom_margin: float = TRAINING_FRAMING[1]
     aspect: float = TRAINING_FRAMING[2]
+    # The cascade reads the crop only where it is shorter than this share of the film: a film framed about like
+    # the training films is read whole, as they were (docs/experiments.md, 2026-12-05 afternoon).
+    crop_below: float = 0.8
+    # The crop ends below L5 only where the locator is sure of L5 (its spread, in levels, at most this) or the film
+    # shows much above T1 (T1's top below this share of the film: a full-length film); else at the film's bottom.
+    # On tight crops L5's bottom is what the locator knows least (it learns it from the full-length films only).
+    l5_spread_limit: float = 1.0
+    full_length_t1: float = 0.1
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -50,7 +58,8 @@ class LocatorConfig:
     @classmethod
     def from_dict(cls, d: dict) -> LocatorConfig:
         return cls(tuple(d["thumbnail"]), tuple(d["channels"]), tuple(d["dilations"]), d["top_margin"],
-                   d["bottom_margin"], d["aspect"])
+                   d["bottom_margin"], d["aspect"], d.get("crop_below", cls.crop_below),
+                   d.get("l5_spread_limit", cls.l5_spread_limit), d.get("full_length_t1", cls.full_length_t1))
 
 
 def locator_input(film_u8: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -139,13 +148,17 @@ def _mode(probabilities: Tensor, reach: int = 2) -> tuple[Tensor, Tensor]:
 
 
 def framing_window(extent: SpineExtent, width: int, height: int, config: LocatorConfig) -> tuple[int, int, int, int]:
-    """The crop (x0, y0, x1, y1) framed like the training films around `extent`, inside the film."""
+    """The crop (x0, y0, x1, y1) framed like the training films around `extent`, inside the film, ending at the
+    film's bottom where L5 is uncertain on a film that starts near T1; the whole film where that crop would not be
+    much shorter than the film (`config.crop_below`) or is degenerate."""
     span = max(extent.l5_bottom - extent.t1_top, 1.0)
     top = extent.t1_top - config.top_margin * span
     bottom = extent.l5_bottom + config.bottom_margin * span
+    if extent.l5_spread > config.l5_spread_limit and extent.t1_top < config.full_length_t1 * height:
+        bottom = height
     half = config.aspect * (bottom - top) / 2
     x0, y0 = max(0, int(np.floor(extent.x - half))), max(0, int(np.floor(top)))
     x1, y1 = min(width, int(np.ceil(extent.x + half))), min(height, int(np.ceil(bottom)))
-    if x1 - x0 < 8 or y1 - y0 < 8:
+    if x1 - x0 < 8 or y1 - y0 < 8 or bottom - top >= config.crop_below * height:
         return 0, 0, width, height
     return x0, y0, x1, y1

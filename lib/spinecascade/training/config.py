@@ -97,12 +97,10 @@ class LocatorTraining(PhaseTraining):
     epochs: int = 20
     learning_rate: float = 2e-3
     batch_images: int = 32
-    synthetic_films: int = 300  # synthetic full-length films added to the labelled ones
     annotated_repeats: int = 8  # views of each annotated full-length film per epoch (a labelled film gets one)
 
     def check(self, prefix: str) -> None:
         super().check(prefix)
-        _whole(f"{prefix}.synthetic_films", self.synthetic_films, low=0)
         _whole(f"{prefix}.annotated_repeats", self.annotated_repeats)
 
 

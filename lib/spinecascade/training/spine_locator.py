@@ -1,13 +1,13 @@
 """Training the spine locator (method/spine_locator.py) on films whose T1 top, L5 bottom and spine column are known.
 
-Three kinds of film teach it: the labelled tight crops (rows from their landmarks), full-length films with the
-rows annotated by eye (`fullspine_annotations.json`: the 30 films of the AASCE test release, read by one person),
-and synthetic full-length films with a neck, skull, pelvis and femurs (spinecascade.synthetic). Every view
-changes the field of view the way clinics' films differ from the crops: its top edge lies anywhere from well
-above the film (black or smeared padding) to just above T1, its bottom edge anywhere from just below L5 to well
-below the film, its sides likewise, so the edges say nothing of where the levels are; with gamma changes and
-mirrors. The targets are Gaussians half a level (the T1-L5 span / 17) wide, so that tight and full-length films
-weigh alike.
+Two kinds of film teach it: the labelled tight crops (rows from their landmarks; T1's top and the column only)
+and full-length films with the rows annotated by eye (`fullspine_annotations.json`: the 30 films of the AASCE
+test release, read by one person). Synthetic full-length films (spinecascade.synthetic) added nothing on the
+real ones (docs/experiments.md) and are left out. Every view changes the field of view the way clinics' films
+differ from the crops: its top edge lies anywhere from well above the film (black or smeared padding) to just
+above T1, its bottom edge anywhere from just below L5 to well below the film, its sides likewise, so the edges
+say nothing of where the levels are; with gamma changes and mirrors. The targets are Gaussians half a level (the
+T1-L5 span / 17) wide, so that tight and full-length films weigh alike.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from spinecascade.io.dataset import Sample
 from spinecascade.io.images import load_image
 from spinecascade.landmarks import N_VERTEBRAE
 from spinecascade.method.spine_locator import SpineLocator, locator_input
-from spinecascade.synthetic import make_full_length
 from spinecascade.training.config import LocatorTraining
 
 log = logging.getLogger(__name__)
@@ -67,11 +66,16 @@ def _stored(name: str, film: np.ndarray, t1_top: float, l5_bottom: float, x: flo
 
 
 def labelled_examples(samples: list[Sample], progress: bool = True) -> list[LocatorExample]:
-    """The tight crops with landmarks: T1's top is the mean row of its top corners, L5's bottom of its bottom ones."""
+    """The tight crops with landmarks: T1's top is the mean row of its top corners, L5's bottom of its bottom ones
+    (films where these are no spine in the film are left out)."""
     out = []
     for s in tqdm(samples, desc="locator: labelled films", unit="film", disable=not progress):
         lm = s.landmarks.reshape(N_VERTEBRAE, 4, 2)
         top, bottom = lm[0, :2].mean(axis=0), lm[-1, 2:].mean(axis=0)
+        if not 0 <= top[1] < bottom[1] <= s.height:
+            log.warning("%s: T1's top (row %.0f) and L5's bottom (row %.0f) are not a spine in the film; left out",
+                        s.name, top[1], bottom[1])
+            continue
         out.append(_stored(s.name, load_image(s.image_path).to_uint8(), top[1], bottom[1], (top[0] + bottom[0]) / 2,
                            tight=True))
     return out
@@ -92,21 +96,6 @@ def annotated_examples(folder: Path, annotations: Path | None = None, names: set
             continue
         top, bottom = truth["t1_top"], truth["l5_bottom"]
         out.append(_stored(name, load_image(path).to_uint8(), top["row"], bottom["row"], (top["x"] + bottom["x"]) / 2))
-    return out
-
-
-def synthetic_examples(n: int, seed: int = 0, progress: bool = True) -> list[LocatorExample]:
-    """`n` synthetic full-length films (standard variant: the whole spine in the film)."""
-    out = []
-    for i in tqdm(range(n), desc="locator: synthetic films", unit="film", disable=not progress):
-        film = make_full_length(seed * 100_000 + 50_000 + i, height=int(np.random.default_rng([seed, i])
-                                                                            .integers(600, 2400)))
-        lm = film.landmarks
-        top, bottom = lm[0, :2].mean(axis=0), lm[-1, 2:].mean(axis=0)
-        image = film.image if film.image.ndim == 2 else cv2.cvtColor(film.image, cv2.COLOR_RGB2GRAY)
-        if image.dtype != np.uint8:
-            image = (image >> 8).astype(np.uint8)
-        out.append(_stored(f"synthetic-{i}", image, top[1], bottom[1], (top[0] + bottom[0]) / 2))
     return out
 
 

@@ -1,11 +1,11 @@
 """The one way into training, for the command line and the MONAI Label app alike.
 
-`train_model` cleans the labels (repairs what the checker can, excludes the rest), prepares and mirrors the
-films, trains every phase of the recipe's model (resuming from `<out>.checkpoint` when a stopped run is started
-again with the same data and settings), then the spine locator where the model has one (on the labelled films,
-synthetic full-length films and, when given, annotated full-length films; on rank 0, not resumed: it takes
-minutes), and writes the model file atomically with one metadata layout: the recipe, the data, the settings, the
-workers and the per-phase history. Fine-tuning a model that lacks a part the recipe has adds that part.
+`train_model` cleans the labels (repairs what the checker can, excludes the rest), prepares and mirrors the films,
+trains every phase of the recipe's model (resuming from `<out>.checkpoint` when a stopped run is started again with
+the same data and settings), then the spine locator where the model has one (on the labelled films and, when given,
+the annotated full-length films; on rank 0, not resumed: it takes minutes), and writes the model file atomically
+with one metadata layout: the recipe, the data, the settings, the workers and the per-phase history. Fine-tuning a
+model that lacks a part the recipe has adds that part.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from spinecascade.training.spine_locator import (
     annotated_examples,
     fit_spine_locator,
     labelled_examples,
-    synthetic_examples,
 )
 
 log = logging.getLogger(__name__)
@@ -140,8 +139,7 @@ def _train_locator(cascade: Cascade, samples: list[Sample], full_length: Path | 
                    device: torch.device, progress: bool) -> dict:
     """Train the spine locator in place; its history entry."""
     settings = train.spine_locator
-    examples = labelled_examples(samples, progress) + synthetic_examples(settings.synthetic_films, train.seed,
-                                                                         progress)
+    examples = labelled_examples(samples, progress)
     repeats = [1] * len(examples)
     if full_length is not None:
         annotated = annotated_examples(full_length, progress=progress)
@@ -150,7 +148,7 @@ def _train_locator(cascade: Cascade, samples: list[Sample], full_length: Path | 
         examples += annotated
         repeats += [settings.annotated_repeats] * len(annotated)
     log.info("training the spine locator on %d films (%d annotated full-length)", len(examples),
-             len(examples) - len(samples) - settings.synthetic_films)
+             len(examples) - len(samples))
     losses = fit_spine_locator(cascade.spine_locator.to(device), examples, settings, repeats, train.seed, progress)
     return {"stage": "spine locator", "films": len(examples), "loss": [round(v, 5) for v in losses]}
 
