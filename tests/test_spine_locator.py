@@ -134,12 +134,24 @@ def test_fine_tuning_a_model_without_a_locator_adds_one_and_keeps_the_rest(tiny_
         path = tmp_path / f"s{i}.png"
         save_image(path, spine.image)
         samples.append(Sample(path.name, path, None, spine.landmarks, None, 96, 240))
+    full_length = tmp_path / "full-length"
+    full_length.mkdir()
+    rows = {}
+    for seed in (1, 2):
+        example = _synthetic_example(seed)
+        save_image(full_length / f"film-{seed}.png", example.film)
+        rows[f"film-{seed}.png"] = {"t1_top": {"row": example.t1_top, "x": example.x},
+                                    "l5_bottom": {"row": example.l5_bottom, "x": example.x}}
+    (full_length / "fullspine_annotations.json").write_text(json.dumps({"films": rows}))
     settings = [f"train.{part}.{field}=0" for part, field in (("stages", "epochs"), ("stages", "corner_epochs"),
                 ("film_start", "epochs"), ("level_finder", "epochs"), ("corner_heatmaps", "epochs"))]
     settings += ["train.spine_locator.epochs=1", "model.spine_locator.thumbnail=[32, 96]"]
     recipe = configure("shipped", settings, finetune=True)
+    without = tmp_path / "without.safetensors"
+    train_model(recipe, samples, without, base=tiny_model, progress=False)
+    assert load_model(without)[0].spine_locator is None  # no full-length films: no locator
     out = tmp_path / "with-locator.safetensors"
-    train_model(recipe, samples, out, base=tiny_model, progress=False)
+    train_model(recipe, samples, out, base=tiny_model, progress=False, full_length=full_length)
     base, _ = load_model(tiny_model)
     added, info = load_model(out)
     assert added.spine_locator is not None and base.spine_locator is None

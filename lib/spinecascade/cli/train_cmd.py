@@ -36,8 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="change one setting of the recipe, e.g. --set train.film_start.framing=80 or --set "
                    "model.n_stages=2 (repeatable; --show lists them all)")
     p.add_argument("--full-length", type=Path, default=None, metavar="DIR",
-                   help="folder of the full-length films whose rows we annotated (the AASCE test release's 30, "
-                   "e.g. ../shared/fullspine): the spine locator trains on them too")
+                   help="folder of full-length films with the rows of T1's top and L5's bottom annotated: the "
+                   "spine locator learns L5 from them (without, the model has no locator). Rows come from "
+                   "DIR/fullspine_annotations.json, else from ours for the AASCE test release's 30 films "
+                   "(../shared/fullspine)")
     p.add_argument("--show", action="store_true", help="print the recipe's settings as JSON and exit")
 
 

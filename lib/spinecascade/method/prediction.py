@@ -115,12 +115,18 @@ class Predictor:
 
     def predict_batch(self, images: list[Radiograph | str | Path]) -> list[Prediction]:
         t0 = time.perf_counter()
-        radiographs = [img if isinstance(img, Radiograph) else load_image(img) for img in images]
+        films, sources = [], []
+        for img in images:  # one film's float pixels at a time: a full-length film holds 50 MB of them
+            radiograph = img if isinstance(img, Radiograph) else load_image(img)
+            films.append(radiograph.to_uint8())
+            sources.append(radiograph.source)
+            del radiograph
         t1 = time.perf_counter()
-        films = [r.to_uint8() for r in radiographs]
         located = [self._locate(film) for film in films]
         resized = [preprocess(film[y0:y1, x0:x1], self.cascade.config.preprocess)
                    for film, (_, (x0, y0, x1, y1)) in zip(films, located)]
+        shapes = [film.shape for film in films]
+        del films
         batch = []
         for r in resized:
             batch.append(r.image)
@@ -130,8 +136,8 @@ class Predictor:
         corners = self._run(batch)
         t3 = time.perf_counter()
         per = 2 if self.mirror else 1
-        out = [self._finish(rad, res, corners[k * per : (k + 1) * per], *found) for k, (rad, res, found) in
-               enumerate(zip(radiographs, resized, located))]
+        out = [self._finish(shape, source, res, corners[k * per : (k + 1) * per], *found)
+               for k, (shape, source, res, found) in enumerate(zip(shapes, sources, resized, located))]
         t4 = time.perf_counter()
         n = len(images)
         timings = {"decode": (t1 - t0) * 1e3 / n, "preprocess": (t2 - t1) * 1e3 / n,
@@ -159,8 +165,9 @@ class Predictor:
             out.append(corners.double().cpu().numpy())
         return np.concatenate(out)
 
-    def _finish(self, radiograph: Radiograph, resized: Resized, corners: np.ndarray, spine: SpineExtent | None,
-                window: tuple[int, int, int, int]) -> Prediction:
+    def _finish(self, shape: tuple[int, int], source: str, resized: Resized, corners: np.ndarray,
+                spine: SpineExtent | None, window: tuple[int, int, int, int]) -> Prediction:
+        height, width = shape
         width_r = resized.image.shape[1]
         views = [resized.to_original(corners[0])]
         if self.mirror:
@@ -174,14 +181,14 @@ class Predictor:
         return Prediction(
             landmarks=landmarks,
             centres=centres(landmarks),
-            cobb=cobb_angles(landmarks, radiograph.height),
+            cobb=cobb_angles(landmarks, height),
             uncertainty=uncertainty,
-            quality=assess(landmarks, uncertainty if self.mirror else None, radiograph.width, radiograph.height,
+            quality=assess(landmarks, uncertainty if self.mirror else None, width, height,
                            spine, window[3]),
-            width=radiograph.width,
-            height=radiograph.height,
+            width=width,
+            height=height,
             spine=spine,
             window=window,
-            source=radiograph.source,
+            source=source,
             model=self.model_description,
         )

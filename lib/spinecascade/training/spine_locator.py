@@ -83,8 +83,10 @@ def labelled_examples(samples: list[Sample], progress: bool = True) -> list[Loca
 
 def annotated_examples(folder: Path, annotations: Path | None = None, names: set[str] | None = None,
                        progress: bool = True) -> list[LocatorExample]:
-    """The full-length films in `folder` that `annotations` (default: ours) has rows for, or only `names`."""
-    films = json.loads((annotations or annotations_path()).read_text())["films"]
+    """The full-length films in `folder` that `annotations` has rows for (default: the folder's own
+    `fullspine_annotations.json` where it has one, else ours), or only `names`."""
+    own = folder / "fullspine_annotations.json"
+    films = json.loads((annotations or (own if own.exists() else annotations_path())).read_text())["films"]
     out = []
     for name, truth in tqdm(sorted(films.items()), desc="locator: annotated films", unit="film",
                             disable=not progress):

@@ -5,7 +5,8 @@ trains every phase of the recipe's model (resuming from `<out>.checkpoint` when 
 the same data and settings), then the spine locator where the model has one (on the labelled films and, when given,
 the annotated full-length films; on rank 0, not resumed: it takes minutes), and writes the model file atomically
 with one metadata layout: the recipe, the data, the settings, the workers and the per-phase history. Fine-tuning a
-model that lacks a part the recipe has adds that part.
+model that lacks a part the recipe has adds that part. A new spine locator needs the annotated full-length films:
+without them the model is made without one.
 """
 
 from __future__ import annotations
@@ -54,19 +55,18 @@ def checkpoint_path(out: Path) -> Path:
     return out.with_name(out.name + ".checkpoint")
 
 
-def model_config(recipe: Recipe, base: Cascade | None) -> CascadeConfig:
+def model_config(recipe: Recipe, base: Cascade | None, full_length: Path | None) -> CascadeConfig:
     """The configuration a training makes: the recipe's, or the base model's with the recipe's spine locator
-    added where the base has none."""
-    if base is None:
-        return recipe.model
-    if base.config.spine_locator is None and recipe.model.spine_locator is not None:
-        return replace(base.config, spine_locator=recipe.model.spine_locator)
-    return base.config
+    added where the base has none; a new locator only with the annotated full-length films it learns L5 from."""
+    config = recipe.model if base is None else base.config
+    if base is not None and base.config.spine_locator is not None:
+        return config
+    return replace(config, spine_locator=recipe.model.spine_locator if full_length is not None else None)
 
 
-def phase_count(recipe: Recipe, base: Path | None = None) -> int:
+def phase_count(recipe: Recipe, base: Path | None = None, full_length: Path | None = None) -> int:
     """How many phases a training of `recipe` (or a fine-tuning of `base`) runs; each ends with "stage_done"."""
-    config = model_config(recipe, load_model(base)[0] if base is not None else None)
+    config = model_config(recipe, load_model(base)[0] if base is not None else None, full_length)
     locator = config.spine_locator is not None and recipe.train.spine_locator.epochs > 0
     return len(phase_names(config)) + locator
 
@@ -87,8 +87,11 @@ def train_model(recipe: Recipe, samples: list[Sample], out: Path, base: Path | N
     if base is not None:
         base_cascade = load_model(base)[0]
         base_version = read_metadata(base)["sha256"][:12]
-    config = model_config(recipe, base_cascade)
+    config = model_config(recipe, base_cascade, full_length)
     train = recipe.train
+    if config.spine_locator is None and recipe.model.spine_locator is not None:
+        log.warning("no full-length films (--full-length): the spine locator, which learns L5 from them, is left "
+                    "out; the model reads every film whole")
     images, cleaned = load_training_images(samples, config.preprocess, clean=train.clean_labels,
                                            progress=progress and rank == 0)
     if not images:
