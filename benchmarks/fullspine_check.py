@@ -103,7 +103,8 @@ def main() -> None:
             args.overlays.mkdir(parents=True, exist_ok=True)
             film = load_image(args.films / name).to_uint8()
             write_overlay(args.overlays / f"{Path(name).stem}.png", film, landmarks,
-                          cobb_angles(landmarks, film.shape[0]))
+                          cobb_angles(landmarks, film.shape[0]), crop=prediction.window,
+                          review=prediction.quality.reasons if review else None)
     n = len(names)
     print(f"placed (T1 top and L5 bottom within a level of the annotation): {placed} of {n}, within half a level: "
           f"{placed_half} of {n}; flagged for review: {flagged} of {n} ({flagged_misplaced} of the {n - placed} not "

@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
                 written.append(mrk)
             if args.overlay:
                 png = target.with_name(target.name.removesuffix(".json") + ".png")
-                write_overlay(png, radiograph.to_uint8(), pred.landmarks, pred.cobb)
+                write_overlay(png, radiograph.to_uint8(), pred.landmarks, pred.cobb, crop=pred.window,
+                              review=pred.quality.reasons if pred.quality.review_needed else None)
                 written.append(png)
             if film is not None:
                 from spinecascade.io.dicom_sr import write_sr
