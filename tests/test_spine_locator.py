@@ -194,3 +194,19 @@ def test_on_full_length_films_the_spine_lies_between_thorax_and_pelvis(name: str
     pelvis = truth["pelvis_bottom"] or truth["height"]
     assert truth["thorax_top"] - 2 * level <= top and bottom <= pelvis, (top, bottom)
     assert abs(top - truth["t1_top"]["row"]) < 1.5 * level and abs(bottom - truth["l5_bottom"]["row"]) < 1.5 * level
+
+
+def test_the_overlay_draws_the_crop_and_the_flags_reasons():
+    from spinecascade.io.overlay import render_overlay
+    from spinecascade.measurement.cobb import cobb_angles
+
+    spine = make_spine(5, 400, 1000)
+    film = np.full((1000, 400), 40, np.uint8)
+    cobb = cobb_angles(spine.landmarks, 1000)
+    plain = render_overlay(film, spine.landmarks, cobb)
+    drawn = render_overlay(film, spine.landmarks, cobb, crop=(50, 100, 350, 900), review=["levels uncertain: " * 6])
+    grey = (drawn[99:102, 60:340] == 200).all(axis=-1).any(axis=0)  # the crop's top edge
+    assert grey.mean() > 0.8 and not (plain[99:102, 60:340] == 200).all(axis=-1).any()
+    red = (drawn[..., 2] > 200) & (drawn[..., 0] < 120)
+    assert red[-120:].sum() > 100 and red[-120:].sum() > (plain[-120:, :, 2] > 200).sum()
+    assert red[-200:, -6:].sum() == 0  # long reasons wrap instead of running off the picture
