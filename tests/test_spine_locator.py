@@ -43,6 +43,11 @@ def test_the_crop_is_framed_like_the_training_films_and_stays_inside_the_film():
     assert abs((x1 - x0) / (y1 - y0) - config.aspect) < 0.01 and abs((x0 + x1) / 2 - 900) <= 1
     assert framing_window(replace(spine, x=50.0, t1_top=10.0), 2000, 4000, config)[:2] == (0, 0)
     assert framing_window(replace(spine, l5_bottom=1001.0), 2000, 4000, config) == (0, 0, 2000, 4000)
+    whole = (0, 0, 2000, 4000)
+    assert framing_window(replace(spine, t1_spread=2.5), 2000, 4000, config) == whole  # T1 unsure: no crop
+    tight_top = replace(spine, t1_top=100.0, l5_bottom=2400.0)  # a film that starts at T1 and goes on below L5
+    assert framing_window(tight_top, 2000, 4000, config)[3] == int(np.ceil(2400 + config.bottom_margin * 2300))
+    assert framing_window(replace(tight_top, l5_spread=1.5), 2000, 4000, config) == whole  # L5 unsure: to the end
 
 
 def test_each_view_changes_the_field_of_view_and_its_targets_follow_the_spine():

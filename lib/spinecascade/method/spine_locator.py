@@ -51,6 +51,8 @@ class LocatorConfig:
     # On tight crops L5's bottom is what the locator knows least (it learns it from the full-length films only).
     l5_spread_limit: float = 1.0
     full_length_t1: float = 0.1
+    # No crop at all where the locator cannot place T1 within this spread (levels): its crop would rest on nothing.
+    t1_spread_limit: float = 2.0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -59,7 +61,8 @@ class LocatorConfig:
     def from_dict(cls, d: dict) -> LocatorConfig:
         return cls(tuple(d["thumbnail"]), tuple(d["channels"]), tuple(d["dilations"]), d["top_margin"],
                    d["bottom_margin"], d["aspect"], d.get("crop_below", cls.crop_below),
-                   d.get("l5_spread_limit", cls.l5_spread_limit), d.get("full_length_t1", cls.full_length_t1))
+                   d.get("l5_spread_limit", cls.l5_spread_limit), d.get("full_length_t1", cls.full_length_t1),
+                   d.get("t1_spread_limit", cls.t1_spread_limit))
 
 
 def locator_input(film_u8: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -150,7 +153,7 @@ def _mode(probabilities: Tensor, reach: int = 2) -> tuple[Tensor, Tensor]:
 def framing_window(extent: SpineExtent, width: int, height: int, config: LocatorConfig) -> tuple[int, int, int, int]:
     """The crop (x0, y0, x1, y1) framed like the training films around `extent`, inside the film, ending at the
     film's bottom where L5 is uncertain on a film that starts near T1; the whole film where that crop would not be
-    much shorter than the film (`config.crop_below`) or is degenerate."""
+    much shorter than the film (`config.crop_below`), where T1 is too uncertain, or where the crop is degenerate."""
     span = max(extent.l5_bottom - extent.t1_top, 1.0)
     top = extent.t1_top - config.top_margin * span
     bottom = extent.l5_bottom + config.bottom_margin * span
@@ -159,6 +162,7 @@ def framing_window(extent: SpineExtent, width: int, height: int, config: Locator
     half = config.aspect * (bottom - top) / 2
     x0, y0 = max(0, int(np.floor(extent.x - half))), max(0, int(np.floor(top)))
     x1, y1 = min(width, int(np.ceil(extent.x + half))), min(height, int(np.ceil(bottom)))
-    if x1 - x0 < 8 or y1 - y0 < 8 or bottom - top >= config.crop_below * height:
+    short = bottom - top < config.crop_below * height
+    if x1 - x0 < 8 or y1 - y0 < 8 or not short or extent.t1_spread > config.t1_spread_limit:
         return 0, 0, width, height
     return x0, y0, x1, y1
