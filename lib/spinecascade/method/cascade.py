@@ -73,7 +73,7 @@ class CascadeConfig:
         if unknown:
             raise ValueError(f"unknown model setting(s) {sorted(unknown)}")
         film, levels, corners = d["film_start"], d["level_finder"], d["corner_heatmaps"]
-        locator = d.get("spine_locator")
+        locator = d.get("spine_locator")  # absent from the files made before the locator
         config = cls(PreprocessConfig(**d["preprocess"]), step(d["centre"]), step(d["corner"]), d["n_stages"],
                      d["centred_pca"], d["feature_dim"], d["align_corner_start"], tuple(film) if film else None,
                      LevelConfig.from_dict(levels) if levels else None,

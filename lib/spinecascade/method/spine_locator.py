@@ -60,9 +60,8 @@ class LocatorConfig:
     @classmethod
     def from_dict(cls, d: dict) -> LocatorConfig:
         return cls(tuple(d["thumbnail"]), tuple(d["channels"]), tuple(d["dilations"]), d["top_margin"],
-                   d["bottom_margin"], d["aspect"], d.get("crop_below", cls.crop_below),
-                   d.get("l5_spread_limit", cls.l5_spread_limit), d.get("full_length_t1", cls.full_length_t1),
-                   d.get("t1_spread_limit", cls.t1_spread_limit))
+                   d["bottom_margin"], d["aspect"], d["crop_below"], d["l5_spread_limit"], d["full_length_t1"],
+                   d["t1_spread_limit"])
 
 
 def locator_input(film_u8: np.ndarray, size: tuple[int, int]) -> np.ndarray:
