@@ -116,20 +116,28 @@ def test_prediction_reads_the_crop_and_answers_in_the_films_pixels(tiny_model: P
 
 
 def test_the_locators_doubts_flag_the_answer():
-    ok = SpineExtent(t1_top=100.0, l5_bottom=1800.0, x=300.0, t1_spread=0.3, l5_spread=0.4)
-    assert spine_reasons(ok, 2000, 1900) == []
-    assert spine_reasons(replace(ok, l5_bottom=2300.0), 2000, 2000) == [
+    spine = make_spine(5, 400, 2000)
+    lm = spine.landmarks
+    top, bottom = lm[0, :2, 1].mean(), lm[16, 2:, 1].mean()
+    level = (bottom - top) / 17
+    ok = SpineExtent(t1_top=top, l5_bottom=bottom, x=200.0, t1_spread=0.3, l5_spread=0.4)
+    assert spine_reasons(ok, lm, 2000, 1900) == []
+    assert spine_reasons(replace(ok, l5_bottom=2300.0), lm, 2000, 2000) == [
         "levels uncertain: the spine runs out of the film at the bottom, L5 and the sacrum are not in it"]
-    assert "at the top, T1" in spine_reasons(replace(ok, t1_top=-200.0), 2000, 2000)[0]
-    assert spine_reasons(replace(ok, l5_bottom=150.0), 2000, 2000) == [
+    outside = spine_reasons(replace(ok, t1_top=-2 * level), lm, 2000, 2000)
+    assert any("at the top, T1" in r for r in outside)
+    assert spine_reasons(replace(ok, l5_bottom=top + 50), lm, 2000, 2000) == [
         "no spine found: the locator found no stretch from T1 to L5 in the film"]
     unsure = replace(ok, l5_spread=LOCATOR_SPREAD_LIMIT + 0.5)
-    assert "cannot tell where L5 ends" in spine_reasons(unsure, 2000, 1900)[0]
+    assert "cannot tell where L5 ends" in spine_reasons(unsure, lm, 2000, 1900)[0]
     # Read to the film's end, the answer does not rest on where the locator put L5.
-    assert spine_reasons(unsure, 2000, 2000) == []
-    assert "cannot tell where T1 begins" in spine_reasons(replace(ok, t1_spread=1.5), 2000, 2000)[0]
-    spine = make_spine(5, 400, 1000)
-    assert assess(spine.landmarks, None, 400, 1000, replace(ok, l5_bottom=1500.0), 1000).review_needed
+    assert spine_reasons(unsure, lm, 2000, 2000) == []
+    assert "cannot tell where T1 begins" in spine_reasons(replace(ok, t1_spread=1.5), lm, 2000, 2000)[0]
+    # The answer's T1 a level below the locator's: one of the two names the levels wrong.
+    assert spine_reasons(replace(ok, t1_top=top - 0.4 * level), lm, 2000, 2000) == []
+    assert spine_reasons(replace(ok, t1_top=top - level), lm, 2000, 2000) == [
+        "levels uncertain: the spine locator puts T1's top 1.0 levels from this answer's"]
+    assert assess(lm, None, 400, 2000, replace(ok, l5_bottom=2300.0), 2000).review_needed
 
 
 def test_fine_tuning_a_model_without_a_locator_adds_one_and_keeps_the_rest(tiny_model: Path, tmp_path: Path):

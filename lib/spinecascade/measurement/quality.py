@@ -30,6 +30,8 @@ POINT_UNCERTAINTY_LIMIT = 0.5
 # uncertain (docs/experiments.md, 2026-12-05 afternoon).
 OUTSIDE_LIMIT = 0.5
 LOCATOR_SPREAD_LIMIT = 1.0
+# The answer's T1 and the locator's this many levels apart (the answer's levels): one of them names the levels wrong.
+T1_DISAGREEMENT_LIMIT = 0.5
 
 
 @dataclass(frozen=True)
@@ -48,14 +50,21 @@ def median_vertebra_height(landmarks: np.ndarray) -> float:
     return float(np.median(np.linalg.norm(lm[:, 2:].mean(axis=1) - lm[:, :2].mean(axis=1), axis=-1)))
 
 
-def spine_reasons(spine: SpineExtent, height: int, read_to_row: int) -> list[str]:
-    """What the spine locator's finding says against an answer read from the film down to `read_to_row` (the
-    crop's bottom; the film's height where the answer was read to the film's end). The locator knows T1's top
-    well on any film, L5's bottom on full-length films only: its doubts about L5 count where the crop ended at
-    L5, and L5 below the film where it is sure of it."""
+def spine_reasons(spine: SpineExtent, landmarks: np.ndarray, height: int, read_to_row: int) -> list[str]:
+    """What the spine locator's finding says against an answer ((17, 4, 2) landmarks) read from the film down to
+    `read_to_row` (the crop's bottom; the film's height where the answer was read to the film's end). The locator
+    knows T1's top well on any film, L5's bottom on full-length films only: its doubts about L5 count where the
+    crop ended at L5, and L5 below the film where it is sure of it; an answer whose T1 lies half a level or more
+    from the locator's is flagged."""
     if spine.l5_bottom - spine.t1_top < 0.05 * height:
         return ["no spine found: the locator found no stretch from T1 to L5 in the film"]
     reasons = []
+    lm = np.asarray(landmarks).reshape(-1, 4, 2)
+    answer_top = float(lm[0, :2, 1].mean())
+    answer_level = abs(float(lm[-1, 2:, 1].mean()) - answer_top) / len(lm)
+    apart = abs(answer_top - spine.t1_top) / max(answer_level, 1e-9)
+    if apart >= T1_DISAGREEMENT_LIMIT:
+        reasons.append(f"levels uncertain: the spine locator puts T1's top {apart:.1f} levels from this answer's")
     level = spine.level
     l5_sure = spine.l5_spread <= LOCATOR_SPREAD_LIMIT
     if spine.t1_top < -OUTSIDE_LIMIT * level:
@@ -78,7 +87,8 @@ def assess(landmarks: np.ndarray, uncertainty: np.ndarray | None, width: int, he
     """The review flag of an answer: (17, 4, 2) landmarks in the film's pixels, their mirror disagreement (68,)
     in pixels (None when the answer was made without the mirror), the spine locator's finding (None without one)
     and the bottom row of the crop the answer was read from (None: the film's)."""
-    reasons = spine_reasons(spine, height, height if read_to_row is None else read_to_row) if spine else []
+    bottom = height if read_to_row is None else read_to_row
+    reasons = spine_reasons(spine, landmarks, height, bottom) if spine else []
     flagged: set[int] = set()
     findings = check_landmarks(landmarks, width, height)
     for rule in sorted({f.rule for f in findings}):
