@@ -7,9 +7,9 @@ why. A film counts as placed when both lie within a level (and is counted again 
 annotations are one person's reading of the films, not expert labels.
 
 --fold-locators DIR: the model's spine locator is replaced, film by film, by the one of
-benchmarks/spine_locator_folds.py --save-dir DIR whose fold left that film out: the figures of films the locator
-was not trained on. --crop-from-annotations: no locator; the model reads a crop framed as the AASCE training films
-are around the annotated rows (what a perfect localisation would give). --overlays DIR: one PNG per film.
+benchmarks/spine_locator_folds.py --save-dir DIR whose fold left that film out: the figures of films the locator was
+not trained on. --crop-from-annotations: the model reads the crop that the locator's framing (framing_window) gives
+around the annotated rows (what a perfect localisation would give). --overlays DIR: one PNG per film.
 
 Run: python benchmarks/fullspine_check.py ../shared/fullspine [--model M] [--fold-locators DIR]
      [--crop-from-annotations] [--overlays DIR]
@@ -26,24 +26,21 @@ import torch
 
 from spinecascade.io.images import Radiograph, load_image
 from spinecascade.io.overlay import write_overlay
+from spinecascade.landmarks import SpineExtent
 from spinecascade.measurement.cobb import cobb_angles
 from spinecascade.method.model_file import default_model_path, load_model
 from spinecascade.method.prediction import Prediction, Predictor
-from spinecascade.method.spine_locator import TRAINING_FRAMING, LocatorConfig, SpineLocator
+from spinecascade.method.spine_locator import LocatorConfig, SpineLocator, framing_window
 from spinecascade.training.spine_locator import annotations_path
-
-TOP_MARGIN, BOTTOM_MARGIN, ASPECT = TRAINING_FRAMING
 
 
 def predict_in_crop(predictor: Predictor, path: Path, truth: dict) -> tuple[Prediction, np.ndarray]:
-    """The prediction on a crop framed like the training films around the annotated spine, and its landmarks
-    in the film's pixels."""
+    """The prediction on the crop the locator's framing (framing_window) gives around the annotated spine, and its
+    landmarks in the film's pixels."""
     film = load_image(path).to_uint8()
-    top, bottom = truth["t1_top"]["row"], truth["l5_bottom"]["row"]
-    span = bottom - top
-    y0, y1 = int(max(0, top - TOP_MARGIN * span)), int(min(film.shape[0], bottom + BOTTOM_MARGIN * span))
-    middle, half = (truth["t1_top"]["x"] + truth["l5_bottom"]["x"]) / 2, ASPECT * (y1 - y0) / 2
-    x0, x1 = int(max(0, middle - half)), int(min(film.shape[1], middle + half))
+    top, bottom = truth["t1_top"], truth["l5_bottom"]
+    annotated = SpineExtent(top["row"], bottom["row"], (top["x"] + bottom["x"]) / 2, 0.0, 0.0)
+    x0, y0, x1, y1 = framing_window(annotated, film.shape[1], film.shape[0], LocatorConfig())
     prediction = predictor.predict(Radiograph(film[y0:y1, x0:x1].astype(np.float32)))
     return prediction, prediction.landmarks + np.array([x0, y0])
 
