@@ -172,6 +172,11 @@ def test_fine_tuning_a_model_without_a_locator_adds_one_and_keeps_the_rest(tiny_
         assert torch.equal(tensor, added.state_dict()[name]), name
     assert info["history"][-1]["stage"] == "spine locator"
     assert read_metadata(out)["sha256"] != read_metadata(tiny_model)["sha256"]
+    # Fine-tuning by the recipe's own settings keeps a locator as it is, full-length films or not.
+    kept = tmp_path / "kept.safetensors"
+    train_model(configure("shipped", settings[:5], finetune=True), samples, kept, base=out, progress=False)
+    for name, tensor in added.spine_locator.state_dict().items():
+        assert torch.equal(tensor, load_model(kept)[0].spine_locator.state_dict()[name]), name
 
 
 def _shipped_has_locator() -> bool:
