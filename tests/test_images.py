@@ -162,6 +162,24 @@ def test_grayscale_jpeg(tmp_path):
     assert np.abs(load_image(path).pixels - smooth).max() < 8
 
 
+def test_a_large_jpeg_is_decoded_at_the_smallest_scale_that_keeps_the_rows_asked_for(tmp_path):
+    path = tmp_path / "film.jpg"
+    film = np.tile(np.linspace(0, 255, 80), (400, 1)).astype(np.uint8)
+    path.write_bytes(jpeg_bytes(film))
+    reduced = load_image(path, min_rows=100)
+    assert (reduced.downscale, reduced.pixels.shape, reduced.size_in_file) == (4, (100, 20), (80, 400))
+    block_means = film.reshape(100, 4, 20, 4).mean(axis=(1, 3))
+    assert np.abs(reduced.pixels - block_means).max() < 8
+    np.testing.assert_allclose(reduced.to_file([[0.0, 0.0], [19.0, 99.0]]), [[1.5, 1.5], [77.5, 397.5]])
+    assert load_image(path, min_rows=150).downscale == 2
+    full = load_image(path, min_rows=250)  # a film under twice the rows asked for is decoded whole
+    assert (full.downscale, full.pixels.shape, full.size_in_file) == (1, (400, 80), (80, 400))
+    png = tmp_path / "film.png"
+    png.write_bytes(png_bytes(film))
+    assert load_image(png, min_rows=100).pixels.shape == (400, 80)  # only JPEG has reduced decoding
+    assert load_image_bytes(path.read_bytes(), "upload.jpg", min_rows=100).downscale == 4
+
+
 def test_rgb_is_converted_to_luminance(tmp_path):
     path = tmp_path / "colour.png"
     path.write_bytes(png_bytes(RGB8))

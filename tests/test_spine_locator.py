@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from spinecascade.io.dataset import Sample
-from spinecascade.io.images import Radiograph, save_image
+from spinecascade.io.images import Radiograph, load_image, save_image
 from spinecascade.landmarks import SpineExtent
 from spinecascade.measurement.quality import LOCATOR_SPREAD_LIMIT, assess, spine_reasons
 from spinecascade.method.cascade import Cascade
@@ -113,6 +113,23 @@ def test_prediction_reads_the_crop_and_answers_in_the_films_pixels(tiny_model: P
     np.testing.assert_allclose(located.landmarks, direct.landmarks + [x0, y0], atol=1e-6)
     label = located.to_label().extra
     assert label["spine"]["crop"] == [x0, y0, x1, y1] and set(label["spine"]) >= {"t1_top", "l5_bottom", "x"}
+
+
+def test_a_large_jpeg_is_read_at_a_reduced_size_and_answered_in_its_own_pixels(tmp_path: Path):
+    """The predictor decodes a full-length JPEG at half its size (Predictor.decode_rows); the answer is in the
+    file's pixels and where the film read whole puts it."""
+    film = make_full_length(907, height=3000)
+    path = tmp_path / "full-length.jpg"
+    save_image(path, film.image)
+    predictor = Predictor(device="cpu")
+    reduced = predictor.predict(path)
+    whole = predictor.predict(Radiograph(load_image(path).pixels))
+    assert predictor.load(path).downscale == 2
+    assert (reduced.width, reduced.height) == (whole.width, whole.height) == (film.image.shape[1], 3000)
+    level = (film.l5_bottom_row - film.t1_top_row) / 17
+    assert np.linalg.norm(reduced.landmarks - whole.landmarks, axis=-1).mean() < 0.1 * level
+    assert abs(reduced.spine.t1_top - whole.spine.t1_top) < 0.1 * level
+    assert np.abs(np.subtract(reduced.window, whole.window)).max() <= 4
 
 
 def test_the_locators_doubts_flag_the_answer():

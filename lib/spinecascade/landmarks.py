@@ -7,7 +7,7 @@ Arrays are float64 of shape (17, 4, 2) holding pixel (x, y) with the origin at t
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -119,6 +119,11 @@ class SpineExtent:
     @property
     def level(self) -> float:
         return (self.l5_bottom - self.t1_top) / N_VERTEBRAE
+
+    def scaled(self, factor: float) -> SpineExtent:
+        """The same extent in a film `factor` times larger (pixel centres map to centres); spreads unchanged."""
+        return replace(self, t1_top=(self.t1_top + 0.5) * factor - 0.5,
+                       l5_bottom=(self.l5_bottom + 0.5) * factor - 0.5, x=(self.x + 0.5) * factor - 0.5)
 
     def as_dict(self) -> dict:
         return {k: round(v, 2) for k, v in asdict(self).items()}

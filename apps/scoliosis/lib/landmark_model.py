@@ -39,6 +39,12 @@ class LandmarkModel:
         with self._lock:
             return self._current().version
 
+    def load(self, path: str) -> Radiograph:
+        """The film as the predictor reads it (a large JPEG decoded at a reduced size)."""
+        with self._lock:
+            predictor = self._current()
+        return predictor.load(path)
+
     def predict(self, radiograph: Radiograph) -> Prediction:
         with self._lock:
             predictor = self._current()

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor(args.model, device=args.device, precision=args.precision)
     for start in range(0, len(args.images), args.batch_size):
         paths = args.images[start : start + args.batch_size]
-        radiographs = [load_image(p) for p in paths]
+        radiographs = [predictor.load(p) for p in paths]
         for path, radiograph, pred in zip(paths, radiographs, predictor.predict_batch(radiographs)):
             target = _outputs(path, args.out, single)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
                 written.append(mrk)
             if args.overlay:
                 png = target.with_name(target.name.removesuffix(".json") + ".png")
-                write_overlay(png, radiograph.to_uint8(), pred.landmarks, pred.cobb, crop=pred.window,
+                full = radiograph if radiograph.downscale == 1 else load_image(path)  # drawn at the file's size
+                write_overlay(png, full.to_uint8(), pred.landmarks, pred.cobb, crop=pred.window,
                               review=pred.quality.reasons if pred.quality.review_needed else None)
                 written.append(png)
             if film is not None:

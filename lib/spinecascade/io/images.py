@@ -63,6 +63,9 @@ class Radiograph:
     spacing: tuple[float, float] | None = None  # (x, y) = (column, row) in mm per pixel
     origin: tuple[float, float] = (0.0, 0.0)  # physical (x, y) of pixel (0, 0)
     source: str = "<array>"
+    # The file's pixels per pixel here: above 1 where a JPEG was decoded at a reduced size (`min_rows`).
+    downscale: int = 1
+    file_size: tuple[int, int] | None = None  # (width, height) in the file; None: the size of `pixels`
 
     def __post_init__(self) -> None:
         pixels = np.ascontiguousarray(self.pixels, dtype=np.float32)
@@ -81,6 +84,15 @@ class Radiograph:
     def height(self) -> int:
         return int(self.pixels.shape[0])
 
+    @property
+    def size_in_file(self) -> tuple[int, int]:
+        """(width, height) of the image as stored in its file."""
+        return self.file_size or (self.width, self.height)
+
+    def to_file(self, points: np.ndarray) -> np.ndarray:
+        """(..., 2) coordinates in `pixels` as coordinates in the file's pixels (pixel centres map to centres)."""
+        return (np.asarray(points, float) + 0.5) * self.downscale - 0.5
+
     def to_uint8(self) -> np.ndarray:
         """8-bit copy for display and overlays; percentiles keep burnt-in labels from flattening the film."""
         pixels = self.pixels
@@ -97,8 +109,12 @@ class Radiograph:
         return np.rint(scaled, out=scaled).astype(np.uint8)
 
 
-def load_image(path: str | os.PathLike) -> Radiograph:
-    """Read a radiograph from a file in any supported format."""
+def load_image(path: str | os.PathLike, min_rows: int | None = None) -> Radiograph:
+    """Read a radiograph from a file in any supported format.
+
+    With `min_rows`, a JPEG is decoded at the smallest of its DCT scales (1/2, 1/4, 1/8) that keeps at least that
+    many rows, much faster for a large film; `Radiograph.to_file` maps its coordinates back to the file's.
+    """
     name = os.fspath(path)
     try:
         with open(path, "rb") as handle:
@@ -115,7 +131,7 @@ def load_image(path: str | os.PathLike) -> Radiograph:
         raise ImageError(f"{name}: is empty")
     kind = _sniff(head, lambda: _gunzip_head(path))
     if kind in _PIL_FORMATS:
-        return _load_pil(Path(path), name, _PIL_FORMATS[kind])
+        return _load_pil(Path(path), name, _PIL_FORMATS[kind], min_rows)
     if kind in ("dicom", "dicom-raw"):
         return _load_dicom(Path(path), name, force=kind == "dicom-raw")
     if kind == "nrrd":
@@ -129,13 +145,14 @@ def load_image(path: str | os.PathLike) -> Radiograph:
     raise ImageError(f"{name}: is not a supported image ({SUPPORTED})")
 
 
-def load_image_bytes(data: bytes, name: str = "<upload>") -> Radiograph:
-    """Read a radiograph from memory (an HTTP upload); ``name`` only labels the error messages."""
+def load_image_bytes(data: bytes, name: str = "<upload>", min_rows: int | None = None) -> Radiograph:
+    """Read a radiograph from memory (an HTTP upload); ``name`` only labels the error messages; `min_rows` as
+    for `load_image`."""
     if not data:
         raise ImageError(f"{name}: is empty")
     kind = _sniff(data[:512], lambda: _gunzip_head(io.BytesIO(data)))
     if kind in _PIL_FORMATS:
-        return _load_pil(io.BytesIO(data), name, _PIL_FORMATS[kind])
+        return _load_pil(io.BytesIO(data), name, _PIL_FORMATS[kind], min_rows)
     if kind in ("dicom", "dicom-raw"):
         return _load_dicom(io.BytesIO(data), name, force=kind == "dicom-raw")
     if kind == "nrrd":
@@ -227,14 +244,21 @@ def _luminance(rgb: np.ndarray) -> np.ndarray:
 
 
 def _finish(
-    name: str, pixels: np.ndarray, spacing: tuple[float, float] | None, origin: tuple[float, float]
+    name: str,
+    pixels: np.ndarray,
+    spacing: tuple[float, float] | None,
+    origin: tuple[float, float],
+    downscale: int = 1,
+    file_size: tuple[int, int] | None = None,
 ) -> Radiograph:
     pixels = np.ascontiguousarray(pixels, dtype=np.float32)
     _check_size(name, pixels.shape[1], pixels.shape[0])
     if not np.isfinite(pixels).all():
         raise ImageError(f"{name}: contains NaN or infinite pixel values")
-    logger.debug("%s: %d x %d pixels, spacing %s mm", name, pixels.shape[1], pixels.shape[0], spacing)
-    return Radiograph(pixels=pixels, spacing=spacing, origin=origin, source=name)
+    logger.debug("%s: %d x %d pixels (1/%d), spacing %s mm", name, pixels.shape[1], pixels.shape[0], downscale,
+                 spacing)
+    return Radiograph(pixels=pixels, spacing=spacing, origin=origin, source=name, downscale=downscale,
+                      file_size=file_size)
 
 
 def _valid_spacing(name: str, values: Any, what: str) -> tuple[float, float] | None:
@@ -250,14 +274,16 @@ def _valid_spacing(name: str, values: Any, what: str) -> tuple[float, float] | N
     return (x, y)
 
 
-def _load_pil(source: Path | io.BytesIO, name: str, fmt: str) -> Radiograph:
+def _load_pil(source: Path | io.BytesIO, name: str, fmt: str, min_rows: int | None = None) -> Radiograph:
     try:
         with Image.open(source, formats=[fmt]) as picture:
-            _check_size(name, *picture.size)
+            file_size = picture.size
+            _check_size(name, *file_size)
             # A camera JPEG may carry a preview as a second (MPO) frame; the first is the picture itself.
             frames = 1 if fmt == "JPEG" else getattr(picture, "n_frames", 1)
             if frames > 1:
                 raise ImageError(f"{name}: is 3D ({frames} frames); expected a single 2D radiograph")
+            downscale = _draft(picture, min_rows) if fmt == "JPEG" and min_rows else 1
             picture.load()
             pixels = _pil_pixels(picture, name)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -267,7 +293,17 @@ def _load_pil(source: Path | io.BytesIO, name: str, fmt: str) -> Radiograph:
     except _DECODE_ERRORS as exc:
         raise ImageError(f"{name}: is corrupt or truncated: {_reason(exc)}") from exc
     # Pillow formats carry no trustworthy pixel size: their dpi is usually a screen default.
-    return _finish(name, pixels, None, (0.0, 0.0))
+    return _finish(name, pixels, None, (0.0, 0.0), downscale, file_size)
+
+
+def _draft(picture: Image.Image, min_rows: int) -> int:
+    """Have the JPEG decoder scale by the largest of 1/2, 1/4, 1/8 that keeps `min_rows` rows (and enough
+    columns); the factor chosen, 1 for none."""
+    width, height = picture.size
+    if height < 2 * min_rows:
+        return 1
+    picture.draft(picture.mode, (MIN_SIZE, min_rows))
+    return round(height / picture.size[1])
 
 
 def _pil_pixels(picture: Image.Image, name: str) -> np.ndarray:

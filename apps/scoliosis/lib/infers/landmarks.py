@@ -21,7 +21,6 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from lib.configs.landmarks import ConfigError, flag
 from lib.landmark_model import LandmarkModel
 from spinecascade.errors import ImageError, ModelFileError
-from spinecascade.io.images import load_image
 from spinecascade.io.labels import label_to_json_dict, label_to_mrk_dict
 from spinecascade.landmarks import VERTEBRAE
 
@@ -65,12 +64,11 @@ class VertebralLandmarks(InferTask):
             raise HTTPException(404, f"no image {image_id!r} in the datastore" if image_id else "no image given")
         name = image_id or UPLOAD_NAME
         try:
-            radiograph = load_image(path)
+            radiograph = self.model.load(path)
+            decoded = time.perf_counter()
+            prediction = self.model.predict(radiograph)
         except ImageError as exc:
             raise HTTPException(422, str(exc).replace(path, name)) from None
-        decoded = time.perf_counter()
-        try:
-            prediction = self.model.predict(radiograph)
         except ModelFileError as exc:
             log.error("inference unavailable: %s", exc)
             raise HTTPException(503, "the landmark model is not available on this server") from None

@@ -19,7 +19,6 @@ from monailabel.interfaces.tasks.scoring import ScoringMethod
 from lib.configs.landmarks import SCORING
 from lib.landmark_model import LandmarkModel
 from spinecascade.errors import ImageError
-from spinecascade.io.images import load_image
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ def score_image(model: LandmarkModel, datastore: Datastore, image_id: str, versi
     """Predict, store the score in the image info, and return it."""
     entry: dict[str, Any] = {"model": version, "ts": int(time.time()), "unit": "pixel"}
     try:
-        prediction = model.predict(load_image(datastore.get_image_uri(image_id)))
+        prediction = model.predict(model.load(datastore.get_image_uri(image_id)))
         entry.update(value=prediction.image_uncertainty, review_needed=prediction.quality.review_needed)
     except ImageError as exc:
         log.warning("cannot score %s: %s", image_id, exc)
