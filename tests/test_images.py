@@ -177,7 +177,6 @@ def test_a_large_jpeg_is_decoded_at_the_smallest_scale_that_keeps_the_rows_asked
     png = tmp_path / "film.png"
     png.write_bytes(png_bytes(film))
     assert load_image(png, min_rows=100).pixels.shape == (400, 80)  # only JPEG has reduced decoding
-    assert load_image_bytes(path.read_bytes(), "upload.jpg", min_rows=100).downscale == 4
 
 
 def test_rgb_is_converted_to_luminance(tmp_path):

@@ -145,14 +145,13 @@ def load_image(path: str | os.PathLike, min_rows: int | None = None) -> Radiogra
     raise ImageError(f"{name}: is not a supported image ({SUPPORTED})")
 
 
-def load_image_bytes(data: bytes, name: str = "<upload>", min_rows: int | None = None) -> Radiograph:
-    """Read a radiograph from memory (an HTTP upload); ``name`` only labels the error messages; `min_rows` as
-    for `load_image`."""
+def load_image_bytes(data: bytes, name: str = "<upload>") -> Radiograph:
+    """Read a radiograph from memory (an HTTP upload); ``name`` only labels the error messages."""
     if not data:
         raise ImageError(f"{name}: is empty")
     kind = _sniff(data[:512], lambda: _gunzip_head(io.BytesIO(data)))
     if kind in _PIL_FORMATS:
-        return _load_pil(io.BytesIO(data), name, _PIL_FORMATS[kind], min_rows)
+        return _load_pil(io.BytesIO(data), name, _PIL_FORMATS[kind])
     if kind in ("dicom", "dicom-raw"):
         return _load_dicom(io.BytesIO(data), name, force=kind == "dicom-raw")
     if kind == "nrrd":
