@@ -106,6 +106,11 @@ def validate(
     return arr
 
 
+def on_larger_grid(coordinates: np.ndarray, factor: float) -> np.ndarray:
+    """Pixel coordinates on a grid `factor` times finer, pixel centres mapped to centres."""
+    return (np.asarray(coordinates, float) + 0.5) * factor - 0.5
+
+
 @dataclass(frozen=True)
 class SpineExtent:
     """What the locator found, in the film's pixels; spreads in levels (the T1-L5 span / 17)."""
@@ -122,8 +127,8 @@ class SpineExtent:
 
     def scaled(self, factor: float) -> SpineExtent:
         """The same extent in a film `factor` times larger (pixel centres map to centres); spreads unchanged."""
-        return replace(self, t1_top=(self.t1_top + 0.5) * factor - 0.5,
-                       l5_bottom=(self.l5_bottom + 0.5) * factor - 0.5, x=(self.x + 0.5) * factor - 0.5)
+        t1_top, l5_bottom, x = on_larger_grid(np.array([self.t1_top, self.l5_bottom, self.x]), factor)
+        return replace(self, t1_top=float(t1_top), l5_bottom=float(l5_bottom), x=float(x))
 
     def as_dict(self) -> dict:
         return {k: round(v, 2) for k, v in asdict(self).items()}

@@ -25,6 +25,7 @@ from PIL import Image, UnidentifiedImageError
 
 from spinecascade.errors import ImageError
 from spinecascade.io.atomic import atomic_path
+from spinecascade.landmarks import on_larger_grid
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class Radiograph:
 
     def to_file(self, points: np.ndarray) -> np.ndarray:
         """(..., 2) coordinates in `pixels` as coordinates in the file's pixels (pixel centres map to centres)."""
-        return (np.asarray(points, float) + 0.5) * self.downscale - 0.5
+        return on_larger_grid(points, self.downscale)
 
     def to_uint8(self) -> np.ndarray:
         """8-bit copy for display and overlays; percentiles keep burnt-in labels from flattening the film."""

@@ -23,7 +23,15 @@ import torch
 
 from spinecascade.io.images import Radiograph, load_image
 from spinecascade.io.labels import LandmarkLabel
-from spinecascade.landmarks import N_POINTS, VERTEBRAE, SpineExtent, as_landmarks, centres, flip_horizontal
+from spinecascade.landmarks import (
+    N_POINTS,
+    VERTEBRAE,
+    SpineExtent,
+    as_landmarks,
+    centres,
+    flip_horizontal,
+    on_larger_grid,
+)
 from spinecascade.measurement.cobb import CobbResult, cobb_angles
 from spinecascade.measurement.quality import Quality, assess
 from spinecascade.method.cascade import Cascade, normalise_pixels
@@ -180,7 +188,7 @@ class Predictor:
         views = [resized.to_original(corners[0])]
         if self.mirror:
             views.append(resized.to_original(flip_horizontal(corners[1], width_r)))
-        stacked = (np.stack(views) + np.array(window[:2], float) + 0.5) * downscale - 0.5
+        stacked = on_larger_grid(np.stack(views) + np.array(window[:2], float), downscale)
         if downscale > 1:
             window = (window[0] * downscale, window[1] * downscale, min(window[2] * downscale, width),
                       min(window[3] * downscale, height))
