@@ -13,13 +13,14 @@ from spinecascade.io.images import Radiograph, save_image
 from spinecascade.measurement.quality import (
     FILM_UNCERTAINTY_LIMIT,
     POINT_UNCERTAINTY_LIMIT,
+    SPINE_HIGH_LIMIT,
     assess,
     median_vertebra_height,
 )
 from spinecascade.method.prediction import Predictor
 from spinecascade.synthetic import make_full_length, make_spine
 
-SPINE = make_spine(5, 400, 1000)
+SPINE = make_spine(6, 400, 1000)  # a spine about as far from the top as from the bottom
 
 
 def test_a_plausible_spine_the_model_is_sure_of_needs_no_review():
@@ -46,6 +47,23 @@ def test_landmarks_that_are_no_spine_are_flagged_with_the_rule_they_break():
     assert any("vertebra centres must run top to bottom" in r for r in quality.reasons), quality.reasons
     outside = SPINE.landmarks + np.array([0.0, 600.0])
     assert any("inside the image" in r for r in assess(outside, None, 400, 1000).reasons)
+
+
+def test_a_spine_high_in_the_rows_read_has_uncertain_levels():
+    """Much more film below L5 than above T1 (in the answer's levels): the answer is often a level too high."""
+    lm = SPINE.landmarks.reshape(17, 4, 2)
+    t1_top, l5_bottom = lm[0, :2, 1].mean(), lm[-1, 2:, 1].mean()
+    level = (l5_bottom - t1_top) / 17
+    centred = (t1_top - 0.6 * level, l5_bottom + 1.2 * level)
+    assert assess(SPINE.landmarks, None, 400, 1000, rows_read=centred).reasons == []
+    high = (t1_top - 0.3 * level, l5_bottom + (0.3 + SPINE_HIGH_LIMIT + 0.1) * level)
+    quality = assess(SPINE.landmarks, None, 400, 1000, rows_read=high)
+    assert quality.review_needed and quality.reasons == [
+        "levels uncertain: the spine sits high in the film, 1.6 levels of film below L5 and 0.3 above T1; on such "
+        "films the answer is often a level too high (L5 on L4)"]
+    assert assess(SPINE.landmarks, None, 400, 1000, rows_read=(high[0], high[1] - 0.2 * level)).reasons == []
+    upside_down = assess(SPINE.landmarks[::-1], None, 400, 1000, rows_read=high).reasons
+    assert upside_down and not any("sits high" in r for r in upside_down)
 
 
 @pytest.mark.parametrize("variant", ["blank", "limb", "cut-off", "lateral", "upside-down"])

@@ -154,7 +154,7 @@ def test_the_locators_doubts_flag_the_answer():
     assert spine_reasons(replace(ok, t1_top=top - 0.4 * level), lm, 2000, 2000) == []
     assert spine_reasons(replace(ok, t1_top=top - level), lm, 2000, 2000) == [
         "levels uncertain: the spine locator puts T1's top 1.0 levels from this answer's"]
-    assert assess(lm, None, 400, 2000, replace(ok, l5_bottom=2300.0), 2000).review_needed
+    assert assess(lm, None, 400, 2000, replace(ok, l5_bottom=2300.0), (0, 2000)).review_needed
 
 
 def test_fine_tuning_a_model_without_a_locator_adds_one_and_keeps_the_rest(tiny_model: Path, tmp_path: Path):

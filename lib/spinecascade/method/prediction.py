@@ -204,7 +204,7 @@ class Predictor:
             cobb=cobb_angles(landmarks, height),
             uncertainty=uncertainty,
             quality=assess(landmarks, uncertainty if self.mirror else None, width, height,
-                           spine, window[3]),
+                           spine, (window[1], window[3])),
             width=width,
             height=height,
             spine=spine,
