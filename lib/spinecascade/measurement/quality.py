@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from spinecascade.landmarks import N_POINTS, SpineExtent
+from spinecascade.landmarks import N_POINTS, N_VERTEBRAE, SpineExtent
 from spinecascade.measurement.label_check import RULES, check_landmarks
 
 # Mean mirror disagreement, as a share of the median vertebra height, above which the film is flagged, and the
@@ -58,6 +58,12 @@ def median_vertebra_height(landmarks: np.ndarray) -> float:
     return float(np.median(np.linalg.norm(lm[:, 2:].mean(axis=1) - lm[:, :2].mean(axis=1), axis=-1)))
 
 
+def answer_rows(landmarks: np.ndarray) -> tuple[float, float]:
+    """The rows of an answer's ((17, 4, 2) landmarks) T1 top and L5 bottom: the means of those endplates' corners."""
+    lm = np.asarray(landmarks).reshape(-1, 4, 2)
+    return float(lm[0, :2, 1].mean()), float(lm[-1, 2:, 1].mean())
+
+
 def spine_reasons(spine: SpineExtent, landmarks: np.ndarray, height: int, read_to_row: int) -> list[str]:
     """What the spine locator's finding says against an answer ((17, 4, 2) landmarks) read from the film down to
     `read_to_row` (the crop's bottom; the film's height where the answer was read to the film's end). The locator
@@ -67,9 +73,8 @@ def spine_reasons(spine: SpineExtent, landmarks: np.ndarray, height: int, read_t
     if spine.l5_bottom - spine.t1_top < 0.05 * height:
         return ["no spine found: the locator found no stretch from T1 to L5 in the film"]
     reasons = []
-    lm = np.asarray(landmarks).reshape(-1, 4, 2)
-    answer_top = float(lm[0, :2, 1].mean())
-    answer_level = abs(float(lm[-1, 2:, 1].mean()) - answer_top) / len(lm)
+    answer_top, answer_bottom = answer_rows(landmarks)
+    answer_level = abs(answer_bottom - answer_top) / N_VERTEBRAE
     apart = abs(answer_top - spine.t1_top) / max(answer_level, 1e-9)
     if apart >= T1_DISAGREEMENT_LIMIT:
         reasons.append(f"levels uncertain: the spine locator puts T1's top {apart:.1f} levels from this answer's")
@@ -94,11 +99,10 @@ def placement_reasons(landmarks: np.ndarray, rows_read: tuple[float, float]) -> 
     """An answer ((17, 4, 2) landmarks) whose spine sits high in the rows (top, bottom) it was read from: much
     more film below its L5 than above its T1 (SPINE_HIGH_LIMIT, in the answer's levels). An answer that does not
     run downwards has no levels to measure by; the label checker's rules flag it."""
-    lm = np.asarray(landmarks).reshape(-1, 4, 2)
-    t1_top, l5_bottom = float(lm[0, :2, 1].mean()), float(lm[-1, 2:, 1].mean())
+    t1_top, l5_bottom = answer_rows(landmarks)
     if l5_bottom <= t1_top:
         return []
-    level = (l5_bottom - t1_top) / len(lm)
+    level = (l5_bottom - t1_top) / N_VERTEBRAE
     above, below = (t1_top - rows_read[0]) / level, (rows_read[1] - l5_bottom) / level
     if below - above <= SPINE_HIGH_LIMIT:
         return []
