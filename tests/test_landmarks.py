@@ -8,6 +8,7 @@ from spinecascade.landmarks import (
     centres,
     denormalise,
     flip_horizontal,
+    move_levels,
     normalise,
     point_index,
     point_names,
@@ -68,3 +69,29 @@ def test_validation_names_the_bad_point(index, value, match):
     lm[index, 0] = value
     with pytest.raises(LabelError, match=match):
         validate(lm, 256, 640, source="x.json")
+
+
+def test_moving_levels_renames_the_chain_and_extends_its_open_end():
+    truth = spine()
+    mid = centres(truth)
+    above_t1 = truth[0] + (mid[0] - mid[1])  # the vertebra above T1
+    too_high = np.concatenate([above_t1[None], truth[:-1]])  # every name on the vertebra above its own
+    moved, added = move_levels(too_high, 1)
+    np.testing.assert_allclose(moved[:16], truth[:16])
+    level = np.linalg.norm(mid[16] - mid[15])
+    assert np.linalg.norm(centres(moved)[16] - mid[16]) < 0.2 * level
+    assert added == list(range(64, 68))
+    back, added_back = move_levels(moved, -1)
+    np.testing.assert_allclose(back[1:], too_high[1:])
+    np.testing.assert_allclose(back[0], above_t1)
+    assert added_back == [0, 1, 2, 3]
+    two_up, added_two = move_levels(truth, -2)
+    np.testing.assert_allclose(two_up[2:], truth[:15])
+    assert added_two == list(range(8))
+    assert centres(two_up)[0, 1] < centres(two_up)[1, 1] < mid[0, 1]
+
+
+@pytest.mark.parametrize("levels", [17, -17, 1.5])
+def test_moving_levels_needs_a_whole_number_within_the_chain(levels):
+    with pytest.raises(LabelError, match="whole number"):
+        move_levels(spine(), levels)

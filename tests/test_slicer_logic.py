@@ -494,6 +494,60 @@ def test_the_rings_go_with_the_landmarks(scene, volume, answer):
     assert not scene.GetNodesByName("example flagged points").GetNumberOfItems()
 
 
+def test_moving_the_levels_renames_the_points_where_they_lie(scene, volume, landmarks, answer):
+    logic = logic_module.SpineCascadeLogic(scene)
+    doc = flagged_answer(answer, [5, 45], reasons=["levels uncertain: the spine sits high in the film"])
+    annotation = logic.apply_answer(volume, doc)
+    assert "Levels up or Levels down renames them all at once" in annotation.review_banner()
+    t3 = point_names().index("T3 top-left")
+    dragged = landmarks[2, 0] + (3.0, 2.0)
+    annotation.points.SetNthControlPointPosition(t3, *geometry.pixels_to_ras(volume, dragged)[0])
+    before = [kind for kind, _ in scene_content(scene)]
+
+    moved = logic.move_levels(volume, 1)  # the old nodes are replaced, not added to
+    assert logic.annotation(volume) is moved and [kind for kind, _ in scene_content(scene)] == before
+    now = geometry.ras_to_pixels(volume, positions(moved.points)).reshape(17, 4, 2)
+    was = landmarks.copy()
+    was[2, 0] = dragged
+    np.testing.assert_allclose(now[:16], was[1:], atol=1e-9)  # the points stay, each named one vertebra up
+    step = was[16].mean(axis=0) - was[15].mean(axis=0)
+    np.testing.assert_allclose(now[16], was[16] + step, atol=1e-9)  # L5 extrapolated below the old L5
+    assert moved.moved == {t3 - 4}  # the dragged point is T2's now
+    assert moved.quality.flagged == {1, 41, 64, 65, 66, 67}
+    assert moved.uncertainty[:64] == pytest.approx(answer_uncertainty(answer)[4:])
+    assert ring_labels(moved)[-4:] == [f"L5 {c}" for c in ("top-left", "top-right", "bottom-left", "bottom-right")]
+    assert moved.review_banner().startswith(
+        "Review needed: levels uncertain: the spine sits high in the film; "
+        "vertebrae renamed by hand, 1 level(s) down: L5 extrapolated, to be placed."
+    )
+    assert "renames them all" not in moved.review_banner()
+    assert_same_angles(moved.cobb, cobb_angles(now, HEIGHT))
+
+    doc = logic.export_label(volume)
+    assert doc["review"]["levels_moved"] == 1 and doc["review"]["moved_points"] == ["T2 top-left"]
+    np.testing.assert_allclose(label_from_json_dict(doc).landmarks, now, atol=1e-9)
+
+    back = logic.move_levels(volume, -1)
+    again = geometry.ras_to_pixels(volume, positions(back.points)).reshape(17, 4, 2)
+    np.testing.assert_allclose(again[1:], was[1:], atol=1e-9)
+    assert back.moved == {t3} and back.levels_moved == 0
+    assert "levels_moved" not in logic.export_label(volume)["review"]
+
+
+def test_moving_the_levels_needs_every_point(scene, volume, answer):
+    logic = logic_module.SpineCascadeLogic(scene)
+    annotation = logic.apply_answer(volume, answer)
+    annotation.points.RemoveNthControlPoint(7)
+    before = scene_content(scene)
+    with pytest.raises(LabelError, match="T2 bottom-right"):
+        logic.move_levels(volume, 1)
+    assert scene_content(scene) == before
+
+
+def answer_uncertainty(answer: dict) -> np.ndarray:
+    return np.array(answer["uncertainty"]["per_landmark"])
+
+
 # ---------------------------------------------------------------------- settings in the parameter node
 
 

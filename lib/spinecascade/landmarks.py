@@ -106,6 +106,30 @@ def validate(
     return arr
 
 
+def move_levels(landmarks: np.ndarray, levels: int) -> tuple[np.ndarray, list[int]]:
+    """The same chain of vertebrae named `levels` vertebrae further down the spine (negative: up), for an answer
+    that is whole levels off: with `levels` = 1, the corners named T2 become T1's, ..., those named L5 become
+    L4's. Each vertebra the chain did not have is its end vertebra moved on by that end's last step between
+    centres, once per missing level. Returns the landmarks and the indices (0-67) of those new points."""
+    arr = as_landmarks(landmarks)
+    if not isinstance(levels, (int, np.integer)) or abs(levels) >= N_VERTEBRAE:
+        raise LabelError(f"levels must be a whole number between {1 - N_VERTEBRAE} and {N_VERTEBRAE - 1}, "
+                         f"got {levels!r}")
+    mid = centres(arr)
+    moved = np.empty_like(arr)
+    added = []
+    for k in range(N_VERTEBRAE):
+        source = k + int(levels)
+        if 0 <= source < N_VERTEBRAE:
+            moved[k] = arr[source]
+            continue
+        end, inner = (N_VERTEBRAE - 1, N_VERTEBRAE - 2) if source >= N_VERTEBRAE else (0, 1)
+        beyond = abs(source - end)
+        moved[k] = arr[end] + beyond * (mid[end] - mid[inner])
+        added += range(k * N_CORNERS, (k + 1) * N_CORNERS)
+    return moved, added
+
+
 def on_larger_grid(coordinates: np.ndarray, factor: float) -> np.ndarray:
     """Pixel coordinates on a grid `factor` times finer, pixel centres mapped to centres."""
     return (np.asarray(coordinates, float) + 0.5) * factor - 0.5

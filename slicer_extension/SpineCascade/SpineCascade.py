@@ -94,6 +94,8 @@ class SpineCascadeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.serverUrlLineEdit.connect("editingFinished()", self.update_parameter_node_from_gui)
         self.ui.volumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.on_volume_changed)
         self.ui.autoLandmarkButton.connect("clicked(bool)", self.on_auto_landmark)
+        self.ui.levelsUpButton.connect("clicked(bool)", lambda: self.on_move_levels(-1))
+        self.ui.levelsDownButton.connect("clicked(bool)", lambda: self.on_move_levels(1))
         self.ui.uncertaintyThresholdSpinBox.connect("valueChanged(double)", self.update_parameter_node_from_gui)
         for box in (self.ui.showCornersCheckBox, self.ui.showLinesCheckBox, self.ui.showLabelsCheckBox):
             box.connect("toggled(bool)", self.update_parameter_node_from_gui)
@@ -205,6 +207,8 @@ class SpineCascadeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.autoLandmarkButton.enabled = connected and volume is not None
         self.ui.loadMarkupsButton.enabled = volume is not None
         self.ui.saveMarkupsButton.enabled = annotated
+        self.ui.levelsUpButton.enabled = annotated
+        self.ui.levelsDownButton.enabled = annotated
         self.ui.submitButton.enabled = connected and annotated
         self.ui.nextImageButton.enabled = connected
         self.ui.trainButton.enabled = connected and not self.training_timer.isActive()
@@ -249,6 +253,12 @@ class SpineCascadeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         annotation = self.run("Auto-landmark", lambda: self.logic.auto_landmark(volume))
         if annotation is not None:
             slicer.util.setSliceViewerLayers(background=volume, fit=True)
+            self.show_annotation(annotation)
+
+    def on_move_levels(self, levels: int) -> None:
+        volume = self.volume()
+        annotation = self.run("Renaming the vertebrae", lambda: self.logic.move_levels(volume, levels))
+        if annotation is not None:
             self.show_annotation(annotation)
 
     def on_annotation_changed(self, annotation) -> None:
@@ -410,6 +420,11 @@ class SpineCascadeTest(ScriptedLoadableModuleTest):
         rings = annotation.flagged_points
         self.assertEqual([rings.GetNthControlPointLabel(i) for i in range(rings.GetNumberOfControlPoints())],
                          [point_names()[0], point_names()[5]])
+
+        self.delayDisplay("Levels down: every vertebra renamed a level down, L5 extrapolated and ringed")
+        renamed = logic.move_levels(volume, 1)
+        self.assertIn("1 level(s) down", renamed.review_banner())
+        self.assertEqual(sorted(renamed.quality.flagged), [1, 64, 65, 66, 67])
         logic.close()
         self.delayDisplay("Test passed")
 

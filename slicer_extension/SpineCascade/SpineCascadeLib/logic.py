@@ -23,8 +23,9 @@ import vtk
 
 from spinecascade.errors import LabelError
 from spinecascade.io.labels import LandmarkLabel, label_from_json_dict, label_to_json_dict
-from spinecascade.landmarks import N_POINTS, point_names
+from spinecascade.landmarks import N_CORNERS, N_POINTS, move_levels, point_names
 from spinecascade.measurement.cobb import CobbResult, cobb_angles
+from spinecascade.measurement.quality import median_vertebra_height
 from SpineCascadeLib.client import DEFAULT_TIMEOUT_S, MonaiLabelClient, ServerError, ServerInfo
 from SpineCascadeLib.geometry import image_size
 from SpineCascadeLib.imaging import add_volume_from_image, encode_png
@@ -188,6 +189,7 @@ class Annotation:
     cobb: CobbResult | None = None
     error: str | None = None
     moved: set[int] = field(default_factory=set)
+    levels_moved: int = 0  # vertebrae the clinician renamed the whole chain by (move_levels); + is down
     observers: list[int] = field(default_factory=list)
 
     @property
@@ -216,6 +218,8 @@ class Annotation:
             return ""
         reasons = "; ".join(r.rstrip(". ") for r in self.quality.reasons) or "the server flagged this prediction"
         lines = [f"Review needed: {reasons}."]
+        if any(r.startswith("levels uncertain") for r in self.quality.reasons) and not self.levels_moved:
+            lines.append("If every vertebra is a level off, Levels up or Levels down renames them all at once.")
         waiting = self.unchecked_flags
         if waiting:
             names = [point_names()[k] for k in waiting]
@@ -480,6 +484,36 @@ class SpineCascadeLogic:
         for line in _line_nodes(annotation.lines):
             line.GetDisplayNode().SetVisibility(options.lines and annotation.cobb is not None)
 
+    def move_levels(self, volume, levels: int) -> Annotation:
+        """Rename the whole chain `levels` vertebrae down the spine (negative: up), for an answer that is whole
+        levels off: the points stay where they are and take the names of the vertebrae they lie on, with what
+        they carry (uncertainty, flags, moved by the clinician). Each vertebra the chain did not have is
+        extrapolated from its end (spinecascade.landmarks.move_levels), flagged for a check and given the
+        uncertainty of a whole vertebra's height."""
+        annotation = self.annotation(volume)
+        landmarks = landmarks_from_node(annotation.points, volume)
+        renamed, added = move_levels(landmarks, levels)
+        if not levels:
+            return annotation
+        shift = N_CORNERS * int(levels)
+
+        def carried(indices) -> set[int]:
+            return {k - shift for k in indices if 0 <= k - shift < N_POINTS}
+
+        uncertainty = None
+        if annotation.uncertainty is not None:
+            uncertainty = np.roll(annotation.uncertainty, -shift)
+            uncertainty[added] = median_vertebra_height(renamed)
+        new_vertebrae = ", ".join(dict.fromkeys(point_names()[k].split()[0] for k in added))
+        reasons = (*annotation.quality.reasons, f"vertebrae renamed by hand, {abs(levels)} level(s) "
+                   f"{'down' if levels > 0 else 'up'}: {new_vertebrae} extrapolated, to be placed")
+        quality = Quality(True, reasons, frozenset(carried(annotation.quality.flagged) | set(added)))
+        image = replace(annotation.image, landmarks=renamed)
+        done = self._install(volume, image, uncertainty, annotation.model, quality, carried(annotation.moved), None)
+        done.levels_moved = annotation.levels_moved + int(levels)
+        logger.info("SpineCascade: renamed the vertebrae of %s %+d levels", volume.GetName(), levels)
+        return done
+
     # ------------------------------------------------------------------ labels
 
     def export_label(self, volume) -> dict:
@@ -489,6 +523,8 @@ class SpineCascadeLogic:
         height = annotation.image.height
         moved = [point_names()[k] for k in sorted(annotation.moved)]
         review = {"tool": "3D Slicer SpineCascade", "moved_points": moved}
+        if annotation.levels_moved:
+            review["levels_moved"] = annotation.levels_moved
         if annotation.model is not None:
             review["model"] = annotation.model
         label = replace(
