@@ -21,9 +21,9 @@ from tqdm import tqdm
 
 from spinecascade.io.dataset import AasceDataset
 from spinecascade.io.images import Radiograph
-from spinecascade.landmarks import N_VERTEBRAE
 from spinecascade.measurement.label_check import check_landmarks
 from spinecascade.measurement.metrics import vertical_miss_levels
+from spinecascade.measurement.quality import answer_rows
 from spinecascade.method.prediction import Predictor
 from spinecascade.method.spine_locator import TRAINING_FRAMING
 
@@ -47,7 +47,7 @@ def main() -> None:
     for sample in tqdm(samples, desc="films", unit="film"):
         film = predictor.load(sample.image_path).to_uint8()
         height = film.shape[0]
-        t1_top, l5_bottom = sample.landmarks[0, :2, 1].mean(), sample.landmarks[N_VERTEBRAE - 1, 2:, 1].mean()
+        t1_top, l5_bottom = answer_rows(sample.landmarks)
         span = l5_bottom - t1_top
         above, below = t1_top - TRAINING_FRAMING[0] * span, l5_bottom + TRAINING_FRAMING[1] * span
         row = {"image": sample.name}
