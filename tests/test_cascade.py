@@ -388,6 +388,10 @@ def test_train_predict_evaluate_from_the_command_line(tiny_model: Path, syntheti
     assert [r["image"] for r in rows] == [f"synthetic-{k:05d}.jpg" for k in range(500, 508)]
     assert np.mean([float(r["mse"]) for r in rows]) == pytest.approx(result["mse"])
     assert result["level_misses"] == sum(abs(float(r["vertical_miss_levels"])) >= 0.5 for r in rows)
+    flag = result["review_flag"]
+    assert flag["flagged"] == sum(r["review_needed"] == "True" for r in rows)
+    assert [bool(r["reason_kinds"]) for r in rows] == [r["review_needed"] == "True" for r in rows]
+    assert {kind for r in rows for kind in r["reason_kinds"].split()} == set(flag["by_reason"])
 
 
 def test_evaluation_can_leave_out_flagged_labels(tiny_model: Path, tmp_path: Path, capsys):

@@ -9,15 +9,21 @@ import numpy as np
 import pytest
 
 from spinecascade.cli.main import main
+from spinecascade.io.dataset import Sample
 from spinecascade.io.images import Radiograph, save_image
+from spinecascade.landmarks import SpineExtent
+from spinecascade.measurement.cobb import cobb_angles
 from spinecascade.measurement.quality import (
     FILM_UNCERTAINTY_LIMIT,
     POINT_UNCERTAINTY_LIMIT,
+    REASON_KINDS,
     SPINE_HIGH_LIMIT,
     assess,
     median_vertebra_height,
+    reason_kind,
 )
-from spinecascade.method.prediction import Predictor
+from spinecascade.method.evaluation import review_flag_summary
+from spinecascade.method.prediction import Prediction, Predictor
 from spinecascade.synthetic import make_full_length, make_spine
 
 SPINE = make_spine(6, 400, 1000)  # a spine about as far from the top as from the bottom
@@ -64,6 +70,57 @@ def test_a_spine_high_in_the_rows_read_has_uncertain_levels():
     assert assess(SPINE.landmarks, None, 400, 1000, rows_read=(high[0], high[1] - 0.2 * level)).reasons == []
     upside_down = assess(SPINE.landmarks[::-1], None, 400, 1000, rows_read=high).reasons
     assert upside_down and not any("sits high" in r for r in upside_down)
+
+
+def test_every_reason_the_flag_gives_is_of_exactly_one_kind():
+    """Evaluations count what each kind of reason catches; each text the flag can give names its kind."""
+    lm = SPINE.landmarks.reshape(17, 4, 2)
+    t1_top, l5_bottom = lm[0, :2, 1].mean(), lm[-1, 2:, 1].mean()
+    level = (l5_bottom - t1_top) / 17
+    found = SpineExtent(t1_top, l5_bottom, 200.0, 0.2, 0.2)
+    height = median_vertebra_height(SPINE.landmarks)
+    uncertain_points = np.full(68, 0.1 * height)
+    uncertain_points[7] = height
+    answers = [
+        assess(SPINE.landmarks, None, 400, 1000, spine=SpineExtent(500.0, 510.0, 200.0, 0.2, 0.2)),
+        assess(SPINE.landmarks, None, 400, 1000, spine=SpineExtent(t1_top - 3 * level, l5_bottom, 200.0, 0.2, 0.2)),
+        assess(SPINE.landmarks, None, 400, 1000, spine=SpineExtent(-level, l5_bottom, 200.0, 0.2, 0.2)),
+        assess(SPINE.landmarks, None, 400, 1000, spine=SpineExtent(t1_top, 1000 + level, 200.0, 0.2, 0.2)),
+        assess(SPINE.landmarks, None, 400, 1000, spine=SpineExtent(t1_top, l5_bottom, 200.0, 1.5, 1.5),
+               rows_read=(0, 990)),
+        assess(SPINE.landmarks, None, 400, 1000, spine=found, rows_read=(t1_top, l5_bottom + 3 * level)),
+        assess(SPINE.landmarks[::-1], None, 400, 1000),
+        assess(SPINE.landmarks, np.full(68, height), 400, 1000),
+        assess(SPINE.landmarks, uncertain_points, 400, 1000),
+    ]
+    kinds = [reason_kind(reason) for answer in answers for reason in answer.reasons]
+    assert set(kinds) == set(REASON_KINDS), kinds
+    with pytest.raises(ValueError, match="not one of the review flag's reasons"):
+        reason_kind("vertebrae renamed by hand")
+
+
+def test_an_evaluation_counts_what_each_kind_of_reason_catches():
+    """Four answers against the same labels: right and sure; right with one uncertain point; a level too high and
+    sitting high in its rows; the same with its mirror disagreeing as well."""
+    lm = SPINE.landmarks.reshape(17, 4, 2)
+    level = (lm[-1, 2:, 1].mean() - lm[0, :2, 1].mean()) / 17
+    height = median_vertebra_height(SPINE.landmarks)
+    sure, one_point = np.full(68, 0.1 * height), np.full(68, 0.1 * height)
+    one_point[7] = height
+    high = SPINE.landmarks - np.array([0.0, level])
+    rows = (lm[0, :2, 1].mean() - 0.3 * level, lm[-1, 2:, 1].mean() + 2 * level)
+    answers = [(SPINE.landmarks, sure, None), (SPINE.landmarks, one_point, None), (high, sure, rows),
+               (high, np.full(68, height), rows)]
+    preds = [Prediction(landmarks, landmarks.mean(axis=1), cobb_angles(landmarks, 1000), uncertainty,
+                        assess(landmarks, uncertainty, 400, 1000, rows_read=read), 400, 1000)
+             for landmarks, uncertainty, read in answers]
+    truth = Sample("spine", Path("spine.jpg"), None, SPINE.landmarks, None, 400, 1000)
+    assert review_flag_summary(preds, [truth] * 4) == {
+        "level_misses": 2,
+        "review_flag": {"flagged": 3, "level_misses_flagged": 2, "other_films_flagged": 1, "by_reason": {
+            "film_uncertain": {"level_misses": 1, "level_misses_alone": 0, "others": 0, "others_alone": 0},
+            "points_uncertain": {"level_misses": 0, "level_misses_alone": 0, "others": 1, "others_alone": 1},
+            "sits_high": {"level_misses": 2, "level_misses_alone": 1, "others": 0, "others_alone": 0}}}}
 
 
 @pytest.mark.parametrize("variant", ["blank", "limb", "cut-off", "lateral", "upside-down"])

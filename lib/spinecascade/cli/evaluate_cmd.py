@@ -10,9 +10,6 @@ from pathlib import Path
 
 from spinecascade.cli.options import SPLIT_CHOICES, add_precision_option, dataset_split
 
-# A spine found half a level or more above or below the truth on average has some vertebrae named wrong.
-LEVEL_MISS = 0.5
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a model on an AASCE-layout split",
@@ -31,12 +28,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_precision_option(p)
     p.add_argument("--per-image", type=Path, default=None, metavar="CSV",
                    help="also write one row per image (MSE, point error, vertical miss in levels, SMAPE, "
-                   "uncertainty, angles) to this CSV file")
+                   "uncertainty, the review flag and the kinds of its reasons, angles) to this CSV file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run(args: argparse.Namespace) -> int:
-    from spinecascade.method.evaluation import evaluate_predictions, per_image_table, predict_samples
+    from spinecascade.method.evaluation import (
+        LEVEL_MISS,
+        evaluate_predictions,
+        per_image_table,
+        predict_samples,
+        review_flag_summary,
+    )
     from spinecascade.method.prediction import Predictor
 
     samples = dataset_split(args.data, args.folder, args.split)[: args.limit]
@@ -49,16 +52,9 @@ def run(args: argparse.Namespace) -> int:
         samples = [s for s, bad in zip(samples, flagged) if not bad]
     predictor = Predictor(args.model, device=args.device, precision=args.precision)
     preds = predict_samples(predictor, samples, progress=not args.json)
-    d = evaluate_predictions(preds, samples).as_dict()
-    rows = per_image_table(preds, samples)
-    missed = [abs(r["vertical_miss_levels"]) >= LEVEL_MISS for r in rows]
-    d["level_misses"] = sum(missed)
-    flagged = [bool(r["review_needed"]) for r in rows]
-    d["review_flag"] = {"flagged": sum(flagged),
-                        "level_misses_flagged": sum(f and m for f, m in zip(flagged, missed)),
-                        "other_films_flagged": sum(f and not m for f, m in zip(flagged, missed))}
+    d = {**evaluate_predictions(preds, samples).as_dict(), **review_flag_summary(preds, samples)}
     if args.per_image:
-        write_csv(args.per_image, rows)
+        write_csv(args.per_image, per_image_table(preds, samples))
     if args.json:
         print(json.dumps({"split": args.split, "skipped_bad_labels": skipped, **d}, indent=1))
         return 0
@@ -72,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
     review = d["review_flag"]
     print(f"review flag      {review['flagged']} images: {review['level_misses_flagged']} of the {d['level_misses']} "
           f"level misses, {review['other_films_flagged']} of the {d['n_images'] - d['level_misses']} others")
+    for kind, counts in review["by_reason"].items():
+        print(f"  {kind:<17}{counts['level_misses']} level misses ({counts['level_misses_alone']} by it alone), "
+              f"{counts['others']} others ({counts['others_alone']} alone)")
     if args.per_image:
         print(f"per image        {args.per_image}")
     return 0

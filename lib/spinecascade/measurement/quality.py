@@ -41,6 +41,21 @@ T1_DISAGREEMENT_LIMIT = 0.5
 # morning); the training labels themselves lie above it on 19 % of the films.
 SPINE_HIGH_LIMIT = 1.2
 
+# Each kind of reason, and a phrase that its text holds and no other reason's: how an evaluation counts what each
+# kind catches (`spinecascade evaluate`).
+REASON_KINDS: dict[str, str] = {
+    "no_spine": "no spine found",
+    "locator_t1_apart": "the spine locator puts T1's top",
+    "out_at_top": "runs out of the film at the top",
+    "out_at_bottom": "runs out of the film at the bottom",
+    "t1_unclear": "cannot tell where T1 begins",
+    "l5_unclear": "cannot tell where L5 ends",
+    "sits_high": "the spine sits high in the film",
+    "implausible": "do not form a plausible spine",
+    "film_uncertain": "above this film's limit",
+    "points_uncertain": "landmarks uncertain (more than",
+}
+
 
 @dataclass(frozen=True)
 class Quality:
@@ -56,6 +71,14 @@ def median_vertebra_height(landmarks: np.ndarray) -> float:
     """The median distance between the middles of each vertebra's top and bottom endplates, in pixels."""
     lm = landmarks.reshape(-1, 4, 2)
     return float(np.median(np.linalg.norm(lm[:, 2:].mean(axis=1) - lm[:, :2].mean(axis=1), axis=-1)))
+
+
+def reason_kind(reason: str) -> str:
+    """The kind (a key of REASON_KINDS) of one of the review flag's reasons."""
+    kinds = [kind for kind, phrase in REASON_KINDS.items() if phrase in reason]
+    if len(kinds) != 1:
+        raise ValueError(f"not one of the review flag's reasons: {reason!r}")
+    return kinds[0]
 
 
 def answer_rows(landmarks: np.ndarray) -> tuple[float, float]:

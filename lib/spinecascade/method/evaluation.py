@@ -17,10 +17,13 @@ from spinecascade.measurement.metrics import (
     smape,
     vertical_miss_levels,
 )
+from spinecascade.measurement.quality import reason_kind
 from spinecascade.method.prediction import Prediction, Predictor
 
 PER_IMAGE_COLUMNS = ("image", "mse", "mean_px_error", "vertical_miss_levels", "smape", "uncertainty_px",
-                     "review_needed", "PT", "MT", "TL", "PT_true", "MT_true", "TL_true")
+                     "review_needed", "reason_kinds", "PT", "MT", "TL", "PT_true", "MT_true", "TL_true")
+# A spine found half a level or more above or below the truth on average has some vertebrae named wrong.
+LEVEL_MISS = 0.5
 
 
 def predict_samples(predictor: Predictor, samples: Sequence[Sample], progress: bool = True,
@@ -66,7 +69,29 @@ def per_image_table(preds: Sequence[Prediction], samples: Sequence[Sample]) -> l
             "smape": smape(angles, truth),
             "uncertainty_px": p.image_uncertainty,
             "review_needed": p.quality.review_needed,
+            "reason_kinds": " ".join(sorted({reason_kind(reason) for reason in p.quality.reasons})),
             **dict(zip(("PT", "MT", "TL"), map(float, angles))),
             **dict(zip(("PT_true", "MT_true", "TL_true"), map(float, truth))),
         })
     return rows
+
+
+def review_flag_summary(preds: Sequence[Prediction], samples: Sequence[Sample]) -> dict:
+    """The films a level or more off (LEVEL_MISS) and what the review flag marks among them and among the others:
+    in all, and by each kind of reason (`alone`: the films where that kind is the only one), to calibrate it."""
+    missed = [abs(vertical_miss_levels(p.landmarks, s.landmarks)) >= LEVEL_MISS for p, s in zip(preds, samples)]
+    flagged = [p.quality.review_needed for p in preds]
+    by_reason: dict[str, dict[str, int]] = {}
+    for pred, miss in zip(preds, missed):
+        kinds = {reason_kind(reason) for reason in pred.quality.reasons}
+        group = "level_misses" if miss else "others"
+        for kind in kinds:
+            counts = by_reason.setdefault(kind, dict.fromkeys(
+                ("level_misses", "level_misses_alone", "others", "others_alone"), 0))
+            counts[group] += 1
+            counts[f"{group}_alone"] += len(kinds) == 1
+    return {"level_misses": sum(missed),
+            "review_flag": {"flagged": sum(flagged),
+                            "level_misses_flagged": sum(f and m for f, m in zip(flagged, missed)),
+                            "other_films_flagged": sum(f and not m for f, m in zip(flagged, missed)),
+                            "by_reason": dict(sorted(by_reason.items()))}}
